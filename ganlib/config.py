@@ -1,0 +1,284 @@
+"""Typed, frozen configuration: one dataclass per ``params.yaml`` section.
+
+``params.yaml`` is the one home of run values; the defaults below are the only defaults.
+``Params.from_dict`` rejects unknown keys, wrong types and out-of-range values with a
+one-line :class:`ConfigError` that names the key (``data.resolution``), before anything
+expensive (Ray, MLflow, sharding) starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ganlib.errors import GanlibError
+
+TASKS = ("generation", "inpainting", "translation")
+SOURCE_SCHEMES = ("builtin", "imagefolder", "parquet", "npz")
+BUILTIN_SOURCES = ("digits", "photos")
+AUGMENT_POLICIES = ("color", "translation", "cutout")  # DiffAugment, ganlib/data/augment.py
+
+
+class ConfigError(GanlibError):
+    """A params value is unknown, of the wrong type, or out of range."""
+
+
+def _require(ok: bool, key: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"params.yaml: {key}: {why}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``data:`` -- where images come from and how they are stored as shards."""
+
+    SECTION: typing.ClassVar[str] = "data"
+
+    # "scheme:rest", see SPEC section 4: builtin:digits, builtin:photos, imagefolder:PATH,
+    # parquet:PATH_OR_GLOB, npz:PATH
+    source: str = "builtin:digits"
+    resolution: int = 32  # images are centre-cropped to a square and resized to this side
+    channels: int = 1  # 1 (grayscale) or 3 (RGB)
+    val_fraction: float = 0.1  # share of samples in val, split by a stable hash of the key
+    shard_size: int = 1000  # samples per tar shard
+    paired: bool = False  # translation: A/B images matched by file name
+    image_column: str = "image"  # parquet: the column of {bytes, path} structs or raw bytes
+    label_column: str = "label"  # parquet: integer labels, used when the column exists
+    max_image_pixels: int = 89_478_485  # larger images are skipped as decompression bombs
+
+    def __post_init__(self) -> None:
+        k = self.SECTION
+        scheme, sep, rest = self.source.partition(":")
+        _require(
+            bool(sep) and scheme in SOURCE_SCHEMES and bool(rest),
+            f"{k}.source",
+            f"unknown source {self.source!r}; use one of "
+            + ", ".join(f"{s}:..." for s in SOURCE_SCHEMES),
+        )
+        if scheme == "builtin":
+            _require(
+                rest in BUILTIN_SOURCES,
+                f"{k}.source",
+                f"unknown builtin {rest!r}; use one of "
+                + ", ".join(f"builtin:{b}" for b in BUILTIN_SOURCES),
+            )
+        _require(8 <= self.resolution <= 2048, f"{k}.resolution", "must be in 8..2048")
+        _require(self.channels in (1, 3), f"{k}.channels", "must be 1 or 3")
+        _require(0.0 <= self.val_fraction < 1.0, f"{k}.val_fraction", "must be in [0, 1)")
+        _require(self.shard_size >= 1, f"{k}.shard_size", "must be >= 1")
+        _require(self.max_image_pixels >= 64, f"{k}.max_image_pixels", "must be >= 64")
+
+    @property
+    def scheme(self) -> str:
+        return self.source.partition(":")[0]
+
+    @property
+    def location(self) -> str:
+        """What follows the scheme: a builtin name, a path or a glob."""
+        return self.source.partition(":")[2]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``train:`` -- the GAN, its losses and optimisers, and how it is run under Ray Train."""
+
+    SECTION: typing.ClassVar[str] = "train"
+
+    # model
+    arch: Literal["dcgan", "resnet"] = "dcgan"
+    z_dim: int = 64
+    width: int = 32  # base channel count of G and D
+    conditional: bool = False  # class-conditional G and projection D (needs labelled data)
+    # objective
+    loss: Literal["nonsaturating", "hinge", "lsgan", "wgan"] = "nonsaturating"
+    r1_gamma: float = 0.0  # R1 penalty weight on real images; 0 disables
+    r1_every: int = 16  # lazy regularisation interval (StyleGAN2)
+    gp_weight: float = 0.0  # WGAN-GP lambda; 0 disables
+    augment: str = ""  # DiffAugment policy, e.g. "color,translation,cutout"; "" disables
+    ema_kimg: float = 0.0  # half-life of the G_ema average in thousands of images; 0 disables
+    # optimisation
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    batch_size: int = 64  # per worker (DDP rank)
+    steps: int = 2000  # G updates; raising it later continues the same run
+    d_steps: int = 1  # D updates per G update
+    # running
+    num_workers: int = 2  # Ray Train workers = DDP ranks (one per GPU, or per CPU slot)
+    cpus_per_worker: int = 1
+    loader_workers: int = 0  # data loader processes per rank; 0 loads in the training process
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast, CUDA only
+    channels_last: bool = False  # CUDA memory format option
+    ckpt_every: int = 500  # steps between checkpoints (and Ray Train reports)
+    log_every: int = 50  # steps between history rows / MLflow metrics
+    sample_every: int = 500  # steps between sample grids logged to MLflow
+    max_failures: int = 2  # worker crashes survived by restarting from the last checkpoint
+
+    def __post_init__(self) -> None:
+        k = self.SECTION
+        for name in ("lr_g", "lr_d"):
+            _require(getattr(self, name) > 0, f"{k}.{name}", "must be > 0")
+        for name in ("beta1", "beta2"):
+            _require(0.0 <= getattr(self, name) < 1.0, f"{k}.{name}", "must be in [0, 1)")
+        for name in ("r1_gamma", "gp_weight", "ema_kimg"):
+            _require(getattr(self, name) >= 0, f"{k}.{name}", "must be >= 0")
+        for name in ("z_dim", "width", "batch_size", "steps", "d_steps", "r1_every"):
+            _require(getattr(self, name) >= 1, f"{k}.{name}", "must be >= 1")
+        for name in ("num_workers", "cpus_per_worker", "ckpt_every", "log_every"):
+            _require(getattr(self, name) >= 1, f"{k}.{name}", "must be >= 1")
+        _require(self.sample_every >= 1, f"{k}.sample_every", "must be >= 1")
+        _require(self.loader_workers >= 0, f"{k}.loader_workers", "must be >= 0")
+        _require(self.max_failures >= 0, f"{k}.max_failures", "must be >= 0")
+        policies = [p for p in self.augment.split(",") if p]
+        bad = [p for p in policies if p not in AUGMENT_POLICIES]
+        _require(
+            not bad,
+            f"{k}.augment",
+            f"unknown policy {bad[0] if bad else ''!r}; use a comma list of "
+            + ", ".join(AUGMENT_POLICIES),
+        )
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """``mlflow:`` -- where runs and registered models go."""
+
+    SECTION: typing.ClassVar[str] = "mlflow"
+
+    tracking_uri: str = "sqlite:///mlflow.db"  # relative paths are resolved from the project
+    experiment: str = "ganlib"
+
+    def __post_init__(self) -> None:
+        k = self.SECTION
+        _require(bool(self.tracking_uri), f"{k}.tracking_uri", "must not be empty")
+        _require(bool(self.experiment.strip()), f"{k}.experiment", "must not be empty")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole ``params.yaml``."""
+
+    SECTION: typing.ClassVar[str] = ""
+
+    task: Literal["generation", "inpainting", "translation"] = "generation"
+    seed: int = 0  # the one seed every stage derives its randomness from
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> Params:
+        """Build and validate; raises :class:`ConfigError` naming the first bad key."""
+        return _build(cls, raw or {}, prefix="")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise GanlibError(f"{path}: params file not found; run from the project root")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: must be a mapping of sections")
+    return Params.from_dict(raw)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config as plain data (for JSON, MLflow params, checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"data": {"resolution": 32}}`` -> ``{"data.resolution": 32}``."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+# -- generic validation ----------------------------------------------------------------------
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "params.yaml"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"params.yaml: {where}: must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in known:
+            raise ConfigError(
+                f"params.yaml: unknown key {prefix}{key!s}; known keys here: {', '.join(known)}"
+            )
+    kwargs = {name: _coerce(hints[name], raw[name], f"{prefix}{name}") for name in raw}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, f"{key}.")
+    if origin is typing.Union or origin is types.UnionType:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is Literal:
+        _require(value in args, key, f"must be one of {', '.join(map(str, args))} (got {value!r})")
+        return value
+    if origin is tuple:
+        _require(isinstance(value, (list, tuple)), key, f"must be a list (got {value!r})")
+        elem = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(elem, v, f"{key}[{i}]") for i, v in enumerate(value))
+        _require(len(value) == len(args), key, f"must have {len(args)} items (got {value!r})")
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict or tp is dict:
+        _require(isinstance(value, Mapping), key, f"must be a mapping (got {value!r})")
+        return dict(value)
+    if tp is bool:
+        _require(isinstance(value, bool), key, f"must be true or false (got {value!r})")
+        return value
+    if tp is int:
+        _require(
+            isinstance(value, int) and not isinstance(value, bool),
+            key,
+            f"must be an integer (got {value!r})",
+        )
+        return value
+    if tp is float:
+        # YAML 1.1 reads "1e-4" (no dot) as a string; accept it, it is what people write.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        _require(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            key,
+            f"must be a number (got {value!r})",
+        )
+        return float(value)
+    if tp is str:
+        _require(isinstance(value, str), key, f"must be a string (got {value!r})")
+        return value
+    raise TypeError(f"config type {tp!r} of {key} is not supported")  # a bug, not a user error

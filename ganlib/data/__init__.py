@@ -1,0 +1,1 @@
+"""Data: sources (readers), the shard writer and manifest, the WebDataset loader."""

@@ -1,0 +1,170 @@
+"""Image decoding and conversion: the one place where files become ``uint8`` arrays.
+
+Every source goes through :func:`load_image` (bytes or a path -> a fully decoded, upright PIL
+image, or :class:`UnusableImage` with a short reason) and :func:`to_array` (any Pillow mode ->
+``uint8 [R, R, C]``). The shard writer and the loader store and read arrays with
+:func:`encode_png` / :func:`decode_png`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Anti-aliased when shrinking (Pillow widens the kernel by the scale factor), sharp when growing.
+RESAMPLE = Image.Resampling.LANCZOS
+PNG_COMPRESS_LEVEL = 6  # fixed, so the same array always gives the same PNG bytes
+
+
+class UnusableImage(Exception):
+    """An input that cannot be used as an image; ``reason`` is short and meant for people."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def load_image(source: str | os.PathLike | bytes, *, max_pixels: int) -> Image.Image:
+    """Decode a file (a path) or encoded bytes into a fully loaded, upright PIL image.
+
+    EXIF orientation is applied. Images with more than ``max_pixels`` pixels are rejected
+    before their pixels are decoded; Pillow's own decompression-bomb warning (above
+    ``Image.MAX_IMAGE_PIXELS``) counts as a rejection too. The mode is left as decoded
+    (``to_array`` converts it). Raises :class:`UnusableImage` for empty, missing, unreadable,
+    non-image, truncated or oversized inputs and for directories.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise UnusableImage("empty file")
+        return _decode(io.BytesIO(source), max_pixels)
+
+    path = Path(source)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise UnusableImage("dangling symbolic link") from None
+        raise UnusableImage("unreadable: No such file or directory") from None
+    except OSError as exc:
+        raise UnusableImage(f"unreadable: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UnusableImage("is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO or device would block or never end when read.
+        raise UnusableImage("not a regular file")
+    if st.st_size == 0:
+        raise UnusableImage("empty file")
+    try:
+        with open(path, "rb") as fp:
+            return _decode(fp, max_pixels)
+    except OSError as exc:  # _decode turns its own errors into UnusableImage: this is open()
+        raise UnusableImage(f"unreadable: {exc.strerror}") from None
+
+
+def _decode(fp: io.IOBase, max_pixels: int) -> Image.Image:
+    # catch_warnings restores the filters on exit, so nothing leaks into the caller.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(fp)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise UnusableImage(f"decompression bomb: {exc}") from None
+        except UnidentifiedImageError:
+            raise UnusableImage("not an image: cannot identify image file") from None
+        except OSError as exc:
+            raise UnusableImage(f"unreadable: {exc.strerror or exc}") from None
+    # Image.open reads only the header: check the size before any pixel is decoded.
+    width, height = img.size
+    if width * height > max_pixels:
+        raise UnusableImage(f"decompression bomb: {width}×{height} pixels > limit {max_pixels}")
+    try:
+        img.load()
+        return ImageOps.exif_transpose(img)
+    # Decoders of hostile or damaged files raise many types (OSError, SyntaxError,
+    # ValueError, struct.error, ...): any of them means this one input is unusable.
+    except Exception as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UnusableImage(f"truncated or corrupt image: {message}") from None
+
+
+def to_array(img: Image.Image, *, channels: int, resolution: int) -> np.ndarray:
+    """Convert any Pillow image to ``uint8 [resolution, resolution, channels]``.
+
+    Modes: palette ("P", with or without transparency), bilevel ("1"), "L", "RGB", "CMYK",
+    "YCbCr" and the other modes Pillow converts to RGB. Transparent images ("RGBA", "LA",
+    "PA", "P" with transparency) are composited over a WHITE background. 16-bit and 32-bit
+    integer grayscale ("I;16*", "I") are read as 0..65535 and scaled (not clipped) to 0..255.
+    Float ("F") is taken as 0..1 when all its values lie there, else as 0..255 (Pillow's own
+    convention) and clipped. Then 3 -> 1 channel uses ITU-R 601 luma (Pillow "L"), 1 -> 3
+    replicates the gray value, and the image is centre-cropped to a square and resized with
+    Lanczos (anti-aliased when shrinking; small images are enlarged).
+    """
+    assert channels in (1, 3), channels
+    img = _to_l_or_rgb(img)
+    if channels == 1 and img.mode == "RGB":
+        img = img.convert("L")
+    img = ImageOps.fit(img, (resolution, resolution), method=RESAMPLE)
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], channels, axis=2)  # [R, R] -> [R, R, C]
+    assert arr.shape == (resolution, resolution, channels), arr.shape
+    return np.ascontiguousarray(arr)
+
+
+def _to_l_or_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return img
+    if mode == "1":
+        return img.convert("L")
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0)
+        if values.size and values.min() >= 0.0 and values.max() <= 1.0:
+            values = values * 255.0
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+    if mode.startswith("I"):  # "I" (int32) and "I;16", "I;16B", "I;16L", "I;16N", ...
+        values = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
+        # Round to nearest: 65535 -> 255, 32768 -> 128, 257 -> 1.
+        return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))
+    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
+        mode == "P" and "transparency" in img.info
+    )
+    try:
+        if has_alpha:
+            white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            rgb = Image.alpha_composite(white, img.convert("RGBA")).convert("RGB")
+            # Gray stays gray: luma of (v, v, v) is exactly v.
+            return rgb.convert("L") if mode in ("LA", "La") else rgb
+        return img.convert("RGB")
+    except ValueError:
+        raise UnusableImage(f"unsupported image mode {mode!r}") from None
+
+
+def encode_png(arr: np.ndarray) -> bytes:
+    """``uint8 [H, W, 1]`` (stored as mode L) or ``[H, W, 3]`` (RGB) -> PNG bytes.
+
+    Deterministic: fixed compression level and no metadata chunks, so equal arrays give
+    equal bytes (with the same Pillow build).
+    """
+    assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] in (1, 3), (
+        arr.dtype,
+        arr.shape,
+    )
+    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes written by :func:`encode_png` -> ``uint8 [H, W, C]`` (C = 1 for L, 3 for RGB)."""
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.mode in ("L", "RGB"), img.mode
+        arr = np.array(img, dtype=np.uint8)  # a writable copy
+    return arr[:, :, None] if arr.ndim == 2 else arr

@@ -1,0 +1,352 @@
+"""The shard writer: samples -> WebDataset tar shards, ``manifest.parquet`` and ``stats.json``.
+
+Layout of a shard root::
+
+    train/train-000000.tar ...   val/val-000000.tar ...   manifest.parquet   stats.json
+
+Each tar sample is ``KEY.png`` (or ``KEY.a.png`` + ``KEY.b.png`` for pairs) plus ``KEY.cls``
+(the label as ASCII digits) when the sample has a label. The output is byte-identical for the
+same input, written in one streaming pass (memory does not grow with the number of images), and
+replaces ``out_dir`` atomically: a failed or interrupted run leaves the old ``out_dir`` as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import webdataset as wds
+from tqdm import tqdm
+
+from ganlib.data.images import encode_png
+from ganlib.data.records import Sample, Skipped
+from ganlib.errors import GanlibError
+
+MANIFEST = "manifest.parquet"
+STATS = "stats.json"
+SPLITS = ("train", "val")
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("split", pa.string()),
+        ("shard", pa.string()),  # relative to the shard root, e.g. "train/train-000003.tar"
+        ("index", pa.int32()),  # position of the sample within its shard
+        ("label", pa.int64()),  # null when the source has no labels
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("sha256", pa.string()),  # of the stored bytes of the primary image ("png" or "a.png")
+        ("origin", pa.string()),
+    ]
+)
+
+_KEY = re.compile(r"[A-Za-z0-9_-]+")  # WebDataset splits member names at the first dot
+_FIELDS = (("png",), ("a.png", "b.png"))  # the image layouts a shard root can hold
+_ROWS_PER_FLUSH = 4096  # manifest rows held in memory before they go to a parquet row group
+
+
+def split_of(key: str, val_fraction: float) -> str:
+    """``"val"`` or ``"train"`` from a hash of the key alone: adding images never moves old ones."""
+    h = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:16], 16)
+    return "val" if h / 2**64 < val_fraction else "train"
+
+
+def write_shards(
+    samples: Iterable[Sample | Skipped],
+    out_dir: Path,
+    *,
+    shard_size: int,
+    val_fraction: float,
+    classes: list[str] | None,
+    total: int | None = None,
+    progress: bool = True,
+    source: str = "the source",
+) -> dict[str, Any]:
+    """Write ``samples`` as train/val shards under ``out_dir`` and return the stats.
+
+    ``classes`` names the label indices (or is None for unnamed or no labels); ``total`` is the
+    number of inputs when known, for the progress bar; ``source`` names the input in errors.
+    Everything is written into a temporary sibling directory that replaces ``out_dir`` only
+    when complete; on any exception (KeyboardInterrupt included) it is removed and ``out_dir``
+    is left untouched. Raises :class:`GanlibError` when no input is usable.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    out_dir = Path(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    if tmp.exists():  # left by a killed run that had the same pid
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        with tqdm(
+            samples,
+            total=total,
+            desc="shard",
+            unit="img",
+            file=sys.stderr,
+            mininterval=1.0,
+            disable=None if progress else True,  # None: off when stderr is not a terminal
+        ) as inputs:
+            stats = _write_all(inputs, tmp, shard_size, val_fraction, classes, source)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return stats
+
+
+def read_manifest(path: Path) -> pa.Table:
+    """The manifest table of a shard root (``path`` is the root or the parquet file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST
+    if not path.is_file():
+        raise GanlibError(f"{path}: manifest not found; run the shard stage first")
+    return pq.read_table(path)
+
+
+def manifest_metadata(table: pa.Table) -> dict[str, Any]:
+    """``{"classes": [names] or None, "fields": ["png"] or ["a.png", "b.png"]}`` of a manifest."""
+    meta = table.schema.metadata
+    return {
+        "classes": json.loads(meta[b"classes"]),
+        "fields": json.loads(meta[b"fields"]),
+    }
+
+
+def summarize(path: Path, n_keys: int = 5) -> dict[str, Any]:
+    """What ``ganlib shards info PATH`` shows: counts per split, shards, classes, first keys.
+
+    ``path`` is a shard root or its manifest file.
+    """
+    table = read_manifest(path)
+    meta = manifest_metadata(table)
+    splits = {}
+    for split in SPLITS:
+        part = table.filter(pc.equal(table["split"], split))
+        splits[split] = {
+            "samples": part.num_rows,
+            "shards": len(pc.unique(part["shard"])),
+            "first_keys": part["key"].slice(0, n_keys).to_pylist(),
+        }
+    labels = table["label"]
+    classes = None
+    if labels.null_count < table.num_rows:
+        counts = Counter(labels.drop_null().to_pylist())
+        names = meta["classes"] or [str(i) for i in range(max(counts) + 1)]
+        classes = {name: counts.get(i, 0) for i, name in enumerate(names)}
+    return {
+        "samples": table.num_rows,
+        "splits": splits,
+        "classes": classes,
+        "fields": meta["fields"],
+    }
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+class _SplitWriter:
+    """Rolls ``shard_size`` samples per tar file for one split; deterministic tar headers."""
+
+    def __init__(self, root: Path, split: str, shard_size: int) -> None:
+        self.root = root
+        self.split = split
+        self.shard_size = shard_size
+        self.count = 0
+        self.shard = ""
+        self.tar: wds.TarWriter | None = None
+        (root / split).mkdir()
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.count // self.shard_size)
+
+    def write(self, key: str, members: dict[str, bytes]) -> tuple[str, int]:
+        """Append one sample; returns (shard path relative to the root, index in the shard)."""
+        index = self.count % self.shard_size
+        if index == 0:
+            self.close()
+            self.shard = f"{self.split}/{self.split}-{self.count // self.shard_size:06d}.tar"
+            # Fixed mtime, owner and mode make the bytes depend on the samples only; PAX
+            # headers (written only when needed) allow keys longer than USTAR's 100 bytes.
+            self.tar = wds.TarWriter(
+                str(self.root / self.shard),
+                user="ganlib",
+                group="ganlib",
+                mode=0o444,
+                encoder=False,
+                mtime=0,
+                format="PAX_FORMAT",
+            )
+        self.tar.write({"__key__": key, **members})
+        self.count += 1
+        return self.shard, index
+
+    def close(self) -> None:
+        if self.tar is not None:
+            self.tar.close()
+            self.tar = None
+
+
+class _ManifestWriter:
+    """Buffers manifest rows and flushes them as parquet row groups, so memory stays flat."""
+
+    def __init__(self, path: Path, classes: list[str] | None) -> None:
+        self.path = path
+        self.classes = classes
+        self.rows: dict[str, list] = {name: [] for name in MANIFEST_SCHEMA.names}
+        self.writer: pq.ParquetWriter | None = None
+
+    def add(self, **row: Any) -> None:
+        for name, value in row.items():
+            self.rows[name].append(value)
+        if len(self.rows["key"]) >= _ROWS_PER_FLUSH:
+            self.flush()
+
+    def open(self, fields: tuple[str, ...]) -> None:
+        """Start the file; the image fields are known only from the first sample."""
+        meta = {"classes": json.dumps(self.classes), "fields": json.dumps(list(fields))}
+        schema = MANIFEST_SCHEMA.with_metadata(meta)
+        self.writer = pq.ParquetWriter(self.path, schema)
+
+    def flush(self) -> None:
+        if self.rows["key"]:
+            self.writer.write_table(pa.table(self.rows, schema=self.writer.schema))
+            self.rows = {name: [] for name in MANIFEST_SCHEMA.names}
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.flush()
+            self.writer.close()
+            self.writer = None
+
+
+def _write_all(
+    inputs: Iterable[Sample | Skipped],
+    root: Path,
+    shard_size: int,
+    val_fraction: float,
+    classes: list[str] | None,
+    source: str,
+) -> dict[str, Any]:
+    skipped: list[dict[str, str]] = []
+    labels: Counter[int] = Counter()
+    fields: tuple[str, ...] | None = None
+    shape: tuple[int, ...] | None = None  # (H, W, C) of every image
+    with ExitStack() as stack:
+        writers = {s: _SplitWriter(root, s, shard_size) for s in SPLITS}
+        for w in writers.values():
+            stack.callback(w.close)
+        manifest = _ManifestWriter(root / MANIFEST, classes)
+        stack.callback(manifest.close)
+
+        for item in inputs:
+            if isinstance(item, Skipped):
+                skipped.append({"path": item.path, "reason": item.reason})
+                continue
+            if fields is None:
+                fields = tuple(sorted(item.images))
+                shape = item.images[fields[0]].shape
+                if fields not in _FIELDS:
+                    raise ValueError(f"sample {item.key}: image fields {fields} not in {_FIELDS}")
+                manifest.open(fields)
+            _check_sample(item, fields, shape, classes)
+
+            members = {name: encode_png(item.images[name]) for name in fields}
+            if item.label is not None:
+                members["cls"] = str(item.label).encode("ascii")
+                labels[item.label] += 1
+            split = split_of(item.key, val_fraction)
+            shard, index = writers[split].write(item.key, members)
+            primary = members[fields[0]]
+            manifest.add(
+                key=item.key,
+                split=split,
+                shard=shard,
+                index=index,
+                label=item.label,
+                width=shape[1],
+                height=shape[0],
+                sha256=hashlib.sha256(primary).hexdigest(),
+                origin=item.origin,
+            )
+
+    n = {s: writers[s].count for s in SPLITS}
+    if n["train"] + n["val"] == 0:
+        if not skipped:
+            raise GanlibError(f"no usable images in {source}: it holds no inputs")
+        first = skipped[0]
+        raise GanlibError(
+            f"no usable images in {source}: {len(skipped)} inputs skipped, "
+            f"e.g. {first['path']}: {first['reason']}"
+        )
+
+    if not labels:
+        class_counts = None
+    elif classes is not None:
+        class_counts = {name: labels.get(i, 0) for i, name in enumerate(classes)}
+    else:
+        class_counts = {str(i): c for i, c in labels.items()}
+    stats = {
+        "samples": n["train"] + n["val"],
+        "train": n["train"],
+        "val": n["val"],
+        "shards": {s: writers[s].n_shards for s in SPLITS},
+        "classes": class_counts,
+        "skipped": len(skipped),
+        "skipped_files": skipped,
+        "resolution": shape[0],
+        "channels": shape[2],
+    }
+    (root / STATS).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    return stats
+
+
+def _check_sample(
+    item: Sample, fields: tuple[str, ...], shape: tuple[int, ...], classes: list[str] | None
+) -> None:
+    """Sources promise these; a violation is a bug there, caught before it corrupts shards."""
+    if not _KEY.fullmatch(item.key):
+        raise ValueError(f"sample key {item.key!r}: only letters, digits, '_' and '-' allowed")
+    n_classes = len(classes) if classes is not None else float("inf")
+    if item.label is not None and not 0 <= item.label < n_classes:
+        raise ValueError(f"sample {item.key}: label {item.label} not a class index")
+    if tuple(sorted(item.images)) != fields:
+        raise ValueError(f"sample {item.key}: fields {sorted(item.images)}, expected {fields}")
+    for name, arr in item.images.items():
+        if arr.dtype.name != "uint8" or arr.shape != shape:
+            raise ValueError(
+                f"sample {item.key}: {name} is {arr.dtype}{list(arr.shape)}, "
+                f"expected uint8{list(shape)} like the first sample"
+            )
+
+
+def _replace_dir(new: Path, dst: Path) -> None:
+    """Move ``new`` to ``dst``, replacing what was there; ``dst`` is restored if the move fails."""
+    if not dst.exists():
+        os.replace(new, dst)
+        return
+    old = dst.parent / f".{dst.name}.old-{os.getpid()}"
+    os.replace(dst, old)
+    try:
+        os.replace(new, dst)
+    except BaseException:
+        os.replace(old, dst)
+        raise
+    if old.is_dir():
+        shutil.rmtree(old)
+    else:
+        old.unlink()

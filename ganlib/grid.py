@@ -1,0 +1,45 @@
+"""Image grids (sample sheets) as PNG files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``[N, C, H, W]`` floats in [-1, 1] -> ``uint8 [N, H, W, C]``."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def make_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
+    """Tile ``[N, C, H, W]`` images in [-1, 1] into one ``uint8 [H', W', C]`` sheet."""
+    tiles = to_uint8(images)  # [N, H, W, C]
+    n, h, w, c = tiles.shape
+    rows = math.ceil(n / nrow)
+    sheet = np.zeros((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), np.uint8)
+    for i, tile in enumerate(tiles):
+        r, col = divmod(i, nrow)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        sheet[y : y + h, x : x + w] = tile
+    return sheet
+
+
+def save_png(array: np.ndarray, path: Path) -> Path:
+    """Write a ``uint8 [H, W, C]`` array (C = 1 or 3) as PNG, creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+    return path
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 8, scale: int = 1) -> Path:
+    """Save a grid of ``[N, C, H, W]`` images in [-1, 1]; ``scale`` enlarges small images."""
+    sheet = make_grid(images, nrow)
+    if scale > 1:
+        sheet = sheet.repeat(scale, axis=0).repeat(scale, axis=1)
+    return save_png(sheet, path)

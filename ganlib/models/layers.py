@@ -1,0 +1,77 @@
+"""Building blocks shared by the DCGAN and ResNet families: class conditioning in and out.
+
+Both generators take the class through conditional BatchNorm; both discriminators give it
+back through the projection head. Everything architecture-specific lives in its own file.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def check_labels(labels: Tensor | None, batch_size: int, num_classes: int) -> None:
+    """Raise ValueError unless ``labels`` fit the model: ``[N]`` class ids iff conditional.
+
+    An unconditional model given labels is refused too: it almost always means the run was
+    meant to be conditional and silently is not.
+    """
+    if num_classes == 0:
+        if labels is not None:
+            raise ValueError("unconditional model (num_classes=0) was given labels")
+    elif labels is None:
+        raise ValueError(f"class-conditional model (num_classes={num_classes}) needs labels")
+    elif labels.shape != (batch_size,):
+        raise ValueError(f"labels must be [{batch_size}], got {list(labels.shape)}")
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm whose gain and bias are looked up per class (de Vries et al. 2017).
+
+    The generator-side conditioning of SNGAN's projection cGAN (Miyato & Koyama 2018) and
+    BigGAN. Gains start at 1 and biases at 0, so at initialisation every class sees the
+    same affine map as a plain BatchNorm. With ``num_classes=0`` it *is* a plain
+    ``BatchNorm2d`` (learned affine, ``labels`` ignored), so one generator class serves both
+    the conditional and the unconditional case.
+    """
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.bn = nn.BatchNorm2d(channels, affine=num_classes == 0)
+        if num_classes > 0:
+            self.gain = nn.Embedding(num_classes, channels)
+            self.bias = nn.Embedding(num_classes, channels)
+            nn.init.ones_(self.gain.weight)
+            nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: Tensor, labels: Tensor | None) -> Tensor:
+        h = self.bn(x)  # [N, C, H, W]
+        if self.num_classes == 0:
+            return h
+        gain = self.gain(labels)[:, :, None, None]  # [N, C, 1, 1]
+        bias = self.bias(labels)[:, :, None, None]  # [N, C, 1, 1]
+        return h * gain + bias
+
+
+class ProjectionHead(nn.Module):
+    """Discriminator output: ``linear(h) + <embed(y), h>`` (Miyato & Koyama 2018).
+
+    ``h`` is the pooled feature vector ``[N, F]``; the result is one raw logit per sample,
+    ``[N]``. With ``num_classes=0`` only the linear term remains. The owning discriminator
+    initialises ``linear`` with its family's scheme; the class embedding starts Glorot-uniform
+    as in the SNGAN code, small enough that the class term does not swamp the logit at first.
+    """
+
+    def __init__(self, features: int, num_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(features, 1)
+        self.embed = nn.Embedding(num_classes, features) if num_classes > 0 else None
+        if self.embed is not None:
+            nn.init.xavier_uniform_(self.embed.weight)
+
+    def forward(self, h: Tensor, labels: Tensor | None) -> Tensor:
+        logits = self.linear(h).squeeze(1)  # [N]
+        if self.embed is None:
+            return logits
+        return logits + torch.sum(self.embed(labels) * h, dim=1)  # [N]

@@ -1,0 +1,97 @@
+"""MLflow tracking: the URI from params, one experiment per pipeline, runs that survive resumes.
+
+Only drivers and rank 0 write (SQLite does not like many writers). Artifacts go to
+``<project>/mlartifacts`` as an absolute location, because Ray workers run in another cwd.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ganlib.config import MlflowConfig
+from ganlib.errors import GanlibError
+
+
+def resolve_uri(uri: str, project: Path) -> str:
+    """Make a relative ``sqlite:///file.db`` absolute against the project directory."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(project / uri[len('sqlite:///') :]).resolve()}"
+    return uri
+
+
+def check_reachable(uri: str) -> None:
+    """An ``http(s)://`` tracking server must answer before anything starts."""
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+    except requests.RequestException as exc:
+        raise GanlibError(
+            f"mlflow.tracking_uri: {uri} is unreachable ({type(exc).__name__}); "
+            "start the server or fix the URI"
+        ) from None
+
+
+def client(cfg: MlflowConfig, project: Path):
+    """An ``MlflowClient`` for the configured (resolved, checked) tracking URI."""
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_uri(cfg.tracking_uri, project)
+    check_reachable(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(mlflow_client, name: str, project: Path) -> str:
+    exp = mlflow_client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    root = (project / "mlartifacts").resolve().as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=root)
+
+
+def start_run(
+    mlflow_client,
+    exp_id: str,
+    *,
+    run_name: str,
+    params: dict[str, Any],
+    tags: dict[str, str],
+    resume_file: Path | None = None,
+    parent_run_id: str | None = None,
+) -> str:
+    """Create a run (params logged once), or reopen the one recorded in ``resume_file``."""
+    if resume_file is not None and resume_file.is_file():
+        run_id = resume_file.read_text().strip()
+        try:
+            mlflow_client.update_run(run_id, status="RUNNING")
+            return run_id
+        except Exception:  # the run was deleted, or another tracking server: start anew
+            pass
+    from mlflow.entities import Param, RunTag
+
+    all_tags = dict(tags)
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = mlflow_client.create_run(exp_id, run_name=run_name, tags=all_tags)
+    run_id = run.info.run_id
+    items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+    for i in range(0, len(items), 100):  # log_batch takes at most 100 params per call
+        mlflow_client.log_batch(run_id, params=items[i : i + 100])
+    if resume_file is not None:
+        resume_file.parent.mkdir(parents=True, exist_ok=True)
+        resume_file.write_text(run_id)
+    return run_id
+
+
+def log_metrics(mlflow_client, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    items = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+    for i in range(0, len(items), 1000):
+        mlflow_client.log_batch(run_id, metrics=items[i : i + 1000])

@@ -1,0 +1,170 @@
+"""Ray Train glue: the worker session, the ``TorchTrainer`` run, and the run's identity.
+
+The loop (:mod:`ganlib.training.loop`) is plain PyTorch; this module is the only place that
+knows about ``ray.train``. Backend: ``TorchTrainer`` picks gloo on CPU and NCCL on GPU.
+Checkpoints are reported by rank 0 (every rank reports, the same number of times) and kept
+under ``storage/name``; running again with the same ``storage`` and ``name`` resumes, and a
+crashed worker group is restarted from the last checkpoint up to ``train.max_failures`` times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ganlib.config import TrainConfig, to_dict
+from ganlib.errors import GanlibError
+from ganlib.training.checkpoint import load_checkpoint, save_checkpoint
+from ganlib.training.loop import RunSpec, train
+
+# Train settings that do not change what is computed: changing them continues the same run
+# (raising ``steps`` trains an existing run further) instead of starting a new one.
+NOT_IDENTITY = (
+    "steps",
+    "ckpt_every",
+    "log_every",
+    "sample_every",
+    "max_failures",
+    "loader_workers",
+    "cpus_per_worker",
+)
+
+
+def run_identity(cfg: TrainConfig, seed: int, data_fingerprint: str) -> str:
+    """A hash of everything that defines a training run; checkpoints resume only within one."""
+    train = {k: v for k, v in to_dict(cfg).items() if k not in NOT_IDENTITY}
+    blob = json.dumps({"train": train, "seed": seed, "data": data_fingerprint}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class RayTrainSession:
+    """A Ray Train worker: its rank, DDP wrapping via ``prepare_model``, checkpoints via report."""
+
+    def __init__(self) -> None:
+        import ray.train
+        import ray.train.torch
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def prepare(self, module: torch.nn.Module, *, sync_buffers: bool) -> torch.nn.Module:
+        import ray.train.torch
+
+        if self.world_size == 1:
+            return ray.train.torch.prepare_model(module, parallel_strategy=None)
+        return ray.train.torch.prepare_model(
+            module, parallel_strategy_kwargs={"forward_sync_buffers": sync_buffers}
+        )
+
+    def load_latest(self) -> dict[str, Any] | None:
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d:
+            return load_checkpoint(Path(d))
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        import ray.train
+
+        if state is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(state, Path(tmp))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _worker(config: dict[str, Any]) -> None:
+    train(config["spec"], RayTrainSession())
+
+
+def use_gpu(device: str) -> bool:
+    """Whether workers get a GPU: ``auto`` asks the Ray cluster, not the driver's machine."""
+    if device == "cpu":
+        return False
+    import ray
+
+    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    if device == "cuda" and not has_gpu:
+        raise GanlibError("train.device: cuda, but the Ray cluster has no GPU; use auto or cpu")
+    return has_gpu
+
+
+def check_placeable(cfg: TrainConfig, gpu: bool) -> None:
+    """Fail fast (Ray would wait forever) when the cluster cannot place every worker."""
+    import ray
+
+    have = ray.cluster_resources()
+    need_cpu = cfg.num_workers * cfg.cpus_per_worker
+    if need_cpu > have.get("CPU", 0):
+        raise GanlibError(
+            f"train.num_workers: {cfg.num_workers} workers x {cfg.cpus_per_worker} CPU need "
+            f"{need_cpu} CPUs, the Ray cluster has {have.get('CPU', 0):g}; lower train.num_workers"
+        )
+    if gpu and cfg.num_workers > have.get("GPU", 0):
+        raise GanlibError(
+            f"train.num_workers: {cfg.num_workers} GPU workers, the Ray cluster has "
+            f"{have.get('GPU', 0):g} GPUs; lower train.num_workers"
+        )
+
+
+def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train under Ray Train; returns ``(final checkpoint state, last rank-0 metrics)``."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    cfg = spec.train
+    gpu = use_gpu(cfg.device)
+    check_placeable(cfg, gpu)
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"spec": spec},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.num_workers,
+            use_gpu=gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            failure_config=ray.train.FailureConfig(
+                max_failures=cfg.max_failures, controller_failure_limit=3
+            ),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GanlibError(
+            f"training failed after {cfg.max_failures} restarts: {first} "
+            f"(worker logs under {storage / name})"
+        ) from None
+    metrics = dict(result.metrics or {})
+    if metrics.get("diverged_at") is not None:
+        last = result.checkpoint.path if result.checkpoint is not None else None
+        raise diverged_error(int(metrics["diverged_at"]), last)
+    if result.checkpoint is None:
+        raise GanlibError(f"training under {storage / name} produced no checkpoint")
+    with result.checkpoint.as_directory() as d:
+        state = load_checkpoint(Path(d))
+    return state, metrics
+
+
+def diverged_error(step: int, ckpt_dir: str | None) -> GanlibError:
+    where = ckpt_dir or "none"
+    return GanlibError(
+        f"training diverged: a loss is NaN/inf at step {step}; last good checkpoint: {where}; "
+        "lower train.lr_g / train.lr_d or change train.loss"
+    )

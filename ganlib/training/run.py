@@ -1,0 +1,200 @@
+"""The train stage's driver: check everything, start (or join) Ray, train, hand back the result.
+
+``train_run`` is what ``python -m pipeline.train`` calls, under ``dvc repro`` on one machine
+and under ``ray job submit`` on a cluster alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ganlib import tracking
+from ganlib.config import Params, flatten, to_dict
+from ganlib.errors import GanlibError
+from ganlib.grid import save_grid
+from ganlib.models import SUPPORTED_RESOLUTIONS, build_generator
+from ganlib.training.distributed import fit, run_identity
+from ganlib.training.loop import (
+    GRID,
+    HISTORY_COLUMNS,
+    RunSpec,
+    dataset_info,
+    generator_from_checkpoint,
+    sample_grid,
+)
+
+SHARDS = Path("data/shards")
+RUNS = Path("runs")
+GENERATOR_WEIGHTS = "generator.pt"
+GENERATOR_CONFIG = "config.json"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    state: dict[str, Any]  # the final checkpoint
+    summary: dict[str, Any]  # what train/summary.json holds
+
+
+def preflight(params: Params, project: Path, *, local: bool) -> dict[str, Any]:
+    """Every check that can fail, before Ray starts; returns the dataset info."""
+    cfg = params.train
+    shards = project / SHARDS
+    if not (shards / "manifest.parquet").is_file():
+        raise GanlibError(f"{shards}: missing shards; run `dvc repro shard` first")
+    info = dataset_info(shards)
+    supported = SUPPORTED_RESOLUTIONS[cfg.arch]
+    if info["resolution"] not in supported:
+        raise GanlibError(
+            f"data.resolution: {info['resolution']} is not supported by train.arch {cfg.arch} "
+            f"(supported: {', '.join(map(str, supported))})"
+        )
+    if cfg.conditional and not info["classes"]:
+        raise GanlibError("train.conditional: true needs labelled data; the shards have none")
+    global_batch = cfg.batch_size * cfg.num_workers
+    if info["train_samples"] < global_batch:
+        raise GanlibError(
+            f"train.batch_size: {cfg.num_workers} workers x {cfg.batch_size} = {global_batch} "
+            f"exceeds the {info['train_samples']} train samples; lower train.batch_size"
+        )
+    if cfg.device == "cuda" and local and not torch.cuda.is_available():
+        raise GanlibError("train.device: cuda, but this machine has no CUDA GPU; use auto")
+    if local:
+        cpus = os.cpu_count() or 1
+        if cfg.num_workers * cfg.cpus_per_worker > cpus:
+            raise GanlibError(
+                f"train.num_workers: {cfg.num_workers} workers x {cfg.cpus_per_worker} CPU "
+                f"need {cfg.num_workers * cfg.cpus_per_worker} CPUs, this machine has {cpus}; "
+                "lower train.num_workers"
+            )
+    return info
+
+
+def data_fingerprint(shards: Path) -> str:
+    """The manifest's hash: it lists every sample's key, split and sha256."""
+    return hashlib.sha256((shards / "manifest.parquet").read_bytes()).hexdigest()
+
+
+def train_run(params: Params, project: Path, *, fail_at_step: int | None = None) -> TrainResult:
+    """Train with Ray Train as ``params`` say, logging to MLflow; resumes an interrupted run."""
+    import ray
+
+    project = project.resolve()
+    joining = ray.is_initialized() or bool(os.environ.get("RAY_ADDRESS"))
+    info = preflight(params, project, local=not joining)
+    cfg = params.train
+    shards = project / SHARDS
+    identity = run_identity(cfg, params.seed, data_fingerprint(shards))
+    name = f"train-{identity[:12]}"
+    storage = project / RUNS
+
+    mlflow = tracking.client(params.mlflow, project)
+    exp = tracking.experiment_id(mlflow, params.mlflow.experiment, project)
+    run_id = tracking.start_run(
+        mlflow,
+        exp,
+        run_name=name,
+        params=flatten({"task": params.task, "seed": params.seed, "data": to_dict(params.data),
+                        "train": to_dict(cfg)}),  # fmt: skip
+        tags={"ganlib.stage": "train", "ganlib.identity": identity},
+        resume_file=storage / name / "mlflow_run_id",
+    )
+    spec = RunSpec(
+        train=cfg,
+        seed=params.seed,
+        shards=str(shards),
+        identity=identity,
+        mlflow_uri=tracking.resolve_uri(params.mlflow.tracking_uri, project),
+        mlflow_run_id=run_id,
+        fail_at_step=fail_at_step,
+        fail_marker=str(storage / name / "injected_failure") if fail_at_step else None,
+    )
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network here, no prompt
+        # The dashboard is needed: Ray Train's placement-group cleaner asks its state API.
+        ray.init(logging_level="WARNING")
+    t0 = time.perf_counter()
+    try:
+        state, _ = fit(spec, storage=storage, name=name)
+    except GanlibError:
+        mlflow.set_terminated(run_id, status="FAILED")
+        raise
+    wall = time.perf_counter() - t0
+    summary = summarize(state, wall, run_id, info)
+    tracking.log_metrics(mlflow, run_id, {f"summary/{k}": v for k, v in summary.items()
+                                          if isinstance(v, (int, float))}, state["step"])  # fmt: skip
+    mlflow.set_terminated(run_id)
+    return TrainResult(state=state, summary=summary)
+
+
+def summarize(state: dict[str, Any], wall_s: float, run_id: str, info: dict) -> dict[str, Any]:
+    """The numbers of ``train/summary.json``."""
+    last = state["history"][-1] if state["history"] else {}
+    return {
+        "steps": state["step"],
+        "images_seen": state["images_seen"],
+        "epochs": state["epoch"],
+        "train_wall_s": round(state["wall_s"], 2),
+        "stage_wall_s": round(wall_s, 2),
+        "images_per_s": round(state["images_seen"] / max(state["wall_s"], 1e-9), 1),
+        "loss_D": last.get("loss_D"),
+        "loss_G": last.get("loss_G"),
+        "D_real": last.get("D_real"),
+        "D_fake": last.get("D_fake"),
+        "train_samples": info["train_samples"],
+        "mlflow_run_id": run_id,
+        "identity": state["identity"],
+    }
+
+
+def write_history(history: list[dict[str, Any]], path: Path) -> None:
+    """``train/history.csv``: one row per ``log_every`` steps (DVC plots)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(HISTORY_COLUMNS)]
+    for row in history:
+        cells = ["" if row.get(c) is None else f"{row[c]:.6g}" for c in HISTORY_COLUMNS]
+        lines.append(",".join(cells))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def export_generator(state: dict[str, Any], directory: Path) -> Path:
+    """Write G_ema as data: ``generator.pt`` (a state dict) + ``config.json`` (how to rebuild)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(state["G_ema"], directory / GENERATOR_WEIGHTS)
+    meta = {
+        "model_config": state["model_config"],
+        "classes": state["classes"],
+        "step": state["step"],
+        "identity": state["identity"],
+    }
+    (directory / GENERATOR_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def load_generator(directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild an exported generator (eval mode) and its metadata; never runs pickled code."""
+    directory = Path(directory)
+    cfg_path, weights = directory / GENERATOR_CONFIG, directory / GENERATOR_WEIGHTS
+    if not (cfg_path.is_file() and weights.is_file()):
+        raise GanlibError(f"{directory}: not an exported generator (needs config.json + .pt)")
+    meta = json.loads(cfg_path.read_text())
+    G = build_generator(meta["model_config"])
+    G.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return G.eval().requires_grad_(False), meta
+
+
+def write_samples(state: dict[str, Any], path: Path) -> Path:
+    """``train/samples.png``: the 8x8 grid of G_ema on the run's fixed noise."""
+    G = generator_from_checkpoint(state)
+    ncls = state["model_config"]["num_classes"]
+    y = torch.arange(GRID) % ncls if ncls else None
+    scale = max(1, 128 // state["model_config"]["resolution"])
+    return save_grid(sample_grid(G, state["fixed_z"], y), path, scale=scale)
+

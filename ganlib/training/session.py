@@ -1,0 +1,85 @@
+"""What the training loop needs from where it runs, and the plain in-process implementation.
+
+The loop is plain PyTorch; the few calls at its edges (which rank am I, wrap a model for DDP,
+load the last checkpoint, report metrics with a checkpoint) go through a ``Session``. The Ray
+Train and Ray Tune sessions live in :mod:`ganlib.training.distributed`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+
+from ganlib.training.checkpoint import load_checkpoint, save_checkpoint
+
+
+class Session(Protocol):
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def prepare(self, module: torch.nn.Module, *, sync_buffers: bool) -> torch.nn.Module:
+        """Move ``module`` to the device and, with several ranks, wrap it in DDP."""
+
+    def load_latest(self) -> dict[str, Any] | None:
+        """The last reported checkpoint's state, or None for a fresh run."""
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        """Report metrics (every rank, same number of times); rank 0 passes the state."""
+
+
+def pick_device(kind: str) -> torch.device:
+    """``auto`` is CUDA when present, else CPU."""
+    if kind == "cuda" or (kind == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return torch.device("cpu")
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """Average a tensor over ranks in place (a no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+        t /= dist.get_world_size()
+    return t
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, indexed by rank (``[obj]`` in a single process)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        out: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+class LocalSession:
+    """One process, no Ray: checkpoints go to ``storage/checkpoint_<step>/``; the last two kept."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, storage: Path, device: str = "auto", keep: int = 2):
+        self.storage = Path(storage)
+        self.device = pick_device(device)
+        self.keep = keep
+
+    def prepare(self, module: torch.nn.Module, *, sync_buffers: bool) -> torch.nn.Module:
+        return module.to(self.device)
+
+    def _checkpoints(self) -> list[Path]:
+        return sorted(self.storage.glob("checkpoint_*"))
+
+    def load_latest(self) -> dict[str, Any] | None:
+        found = self._checkpoints()
+        return load_checkpoint(found[-1]) if found else None
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        if state is None:
+            return
+        save_checkpoint(state, self.storage / f"checkpoint_{state['step']:09d}")
+        for old in self._checkpoints()[: -self.keep]:
+            shutil.rmtree(old)

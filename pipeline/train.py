@@ -1,0 +1,41 @@
+"""DVC stage ``train``: shards -> a trained generator, under Ray Train DDP.
+
+Outs: ``models/generator/`` (weights + rebuild config), ``train/summary.json`` (metrics),
+``train/history.csv`` (plots), ``train/samples.png``. Reads ``seed``, ``data``, ``train`` and
+``mlflow`` from ``params.yaml``. On a cluster::
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        python -m pipeline.train --project /shared/path/to/this/project
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ganlib.config import load_params
+from ganlib.training.run import export_generator, train_run, write_history, write_samples
+from pipeline import _stage
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__)
+    parser.add_argument(
+        "--project",
+        default=".",
+        help="project dir holding params.yaml and data/shards; outputs are written there too",
+    )
+    project = Path(parser.parse_args(argv).project).resolve()
+    params = load_params(project / _stage.PARAMS_FILE)
+    result = train_run(params, project)
+    export_generator(result.state, project / "models" / "generator")
+    write_history(result.state["history"], project / "train" / "history.csv")
+    write_samples(result.state, project / "train" / "samples.png")
+    summary = json.dumps(result.summary, indent=2, sort_keys=True)
+    (project / "train" / "summary.json").write_text(summary + "\n")
+    print(f"train: {result.summary['steps']} steps, {result.summary['images_per_s']} images/s")
+
+
+if __name__ == "__main__":
+    _stage.run(main)

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny real shards, a real local Ray, temporary copies of the project."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ganlib.config import DataConfig
+from ganlib.data.shards import write_shards
+from ganlib.data.sources import open_source
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def make_digit_shards(out: Path, n: int = 256, shard_size: int = 64) -> Path:
+    """The first ``n`` scikit-learn digits at 32x32, 1 channel, as shards under ``out``."""
+    source = open_source(DataConfig(source="builtin:digits", resolution=32, channels=1))
+    write_shards(
+        itertools.islice(source, n),
+        out,
+        shard_size=shard_size,
+        val_fraction=0.1,
+        classes=source.classes,
+        total=n,
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def digit_shards(tmp_path_factory) -> Path:
+    """256 digits as shards (about 230 train samples): small enough for training tests."""
+    return make_digit_shards(tmp_path_factory.mktemp("shards") / "shards")
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A real local Ray with 2 CPUs for the tests of one module."""
+    import ray
+
+    ray.init(num_cpus=2, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def copy_project(dst: Path) -> Path:
+    """The project's tracked and unignored files, copied into a fresh git repo at ``dst``."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout.split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    return dst

@@ -1,0 +1,244 @@
+"""Shard writer: determinism, stable split, manifest, stats, atomicity, streaming memory."""
+
+import hashlib
+import json
+import tarfile
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+
+from ganlib.data import shards
+from ganlib.data.images import decode_png
+from ganlib.data.records import Sample, Skipped
+from ganlib.data.shards import read_manifest, split_of, summarize, write_shards
+from ganlib.errors import GanlibError
+
+CLASSES = ["cat", "dog", "owl"]
+
+
+def image(i: int, size: int = 8, channels: int = 3) -> np.ndarray:
+    """The deterministic test image of sample i: [size, size, channels] uint8."""
+    return np.random.default_rng(i).integers(0, 256, (size, size, channels), dtype=np.uint8)
+
+
+def samples(n, *, start=0, labels=True, paired=False, size=8):
+    for i in range(start, start + n):
+        imgs = (
+            {"a.png": image(i, size), "b.png": image(i + 10**6, size)}
+            if paired
+            else {"png": image(i, size)}
+        )
+        yield Sample(f"s{i:05d}", imgs, i % 3 if labels else None, f"src#{i}")
+
+
+def write(items, out, **kw):
+    args = {"shard_size": 7, "val_fraction": 0.25, "classes": CLASSES, "progress": False}
+    return write_shards(items, out, **(args | kw))
+
+
+def tar_members(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def siblings(out: Path) -> list[str]:
+    return sorted(p.name for p in out.parent.iterdir())
+
+
+def test_split_is_a_stable_function_of_the_key():
+    keys = [f"k{i}" for i in range(2000)]
+    splits = [split_of(k, 0.2) for k in keys]
+    assert splits == [split_of(k, 0.2) for k in keys]
+    assert 0.15 < splits.count("val") / len(keys) < 0.25
+    assert {split_of(k, 0.0) for k in keys} == {"train"}
+
+
+def test_adding_samples_never_moves_old_ones(tmp_path):
+    write(samples(40), tmp_path / "a")
+    write(samples(90), tmp_path / "b")
+    old = read_manifest(tmp_path / "a").to_pydict()
+    new = read_manifest(tmp_path / "b").to_pydict()
+    new_split = dict(zip(new["key"], new["split"], strict=True))
+    assert all(new_split[k] == s for k, s in zip(old["key"], old["split"], strict=True))
+
+
+def test_output_is_byte_identical_run_to_run(tmp_path):
+    long_key = "k" * 150  # gets a PAX header, which must be deterministic too
+    for name in ("a", "b"):
+        write([*samples(50), Sample(long_key, {"png": image(0)}, 0, "")], tmp_path / name)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*"))
+    assert Path("manifest.parquet") in files and Path("train/train-000000.tar") in files
+    assert files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*"))
+    for f in files:
+        if (tmp_path / "a" / f).is_file():
+            assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_manifest_rows_point_at_the_stored_members(tmp_path):
+    out = tmp_path / "shards"
+    write(samples(45), out)
+    m = read_manifest(out)
+    assert m.schema.field("index").type == "int32" and m.schema.field("label").type == "int64"
+    assert json.loads(m.schema.metadata[b"classes"]) == CLASSES
+    rows = m.to_pylist()
+    assert sorted(r["key"] for r in rows) == [f"s{i:05d}" for i in range(45)]
+    for r in rows:
+        assert r["shard"].startswith(f"{r['split']}/{r['split']}-") and r["shard"].endswith(".tar")
+        members = tar_members(out / r["shard"])
+        names = list(dict.fromkeys(name.split(".")[0] for name in members))  # keys, tar order
+        assert names[r["index"]] == r["key"]
+        png = members[f"{r['key']}.png"]
+        assert hashlib.sha256(png).hexdigest() == r["sha256"]
+        i = int(r["key"][1:])
+        np.testing.assert_array_equal(decode_png(png), image(i))
+        assert members[f"{r['key']}.cls"] == str(i % 3).encode()
+        assert (r["label"], r["width"], r["height"], r["origin"]) == (i % 3, 8, 8, f"src#{i}")
+
+
+def test_stats_count_everything(tmp_path):
+    out = tmp_path / "shards"
+    items = [*samples(30), Skipped("x/broken.png", "truncated"), *samples(20, start=30)]
+    stats = write(items, out)
+    assert json.loads((out / "stats.json").read_text()) == stats
+    m = read_manifest(out).to_pydict()
+    n_train = m["split"].count("train")
+    assert (stats["samples"], stats["train"], stats["val"]) == (50, n_train, 50 - n_train)
+    assert stats["shards"] == {"train": -(-n_train // 7), "val": -(-(50 - n_train) // 7)}
+    assert stats["classes"] == {"cat": 17, "dog": 17, "owl": 16}
+    assert stats["skipped"] == 1
+    assert stats["skipped_files"] == [{"path": "x/broken.png", "reason": "truncated"}]
+    assert (stats["resolution"], stats["channels"]) == (8, 3)
+    assert sorted(p.name for p in (out / "train").iterdir())[0] == "train-000000.tar"
+
+    info = summarize(out)
+    assert info["splits"]["train"]["samples"] == n_train
+    assert info["splits"]["val"]["shards"] == stats["shards"]["val"]
+    assert info["classes"] == stats["classes"] and info["fields"] == ["png"]
+    assert info["splits"]["train"]["first_keys"][0] == "s00000"
+
+
+def test_webdataset_reads_keys_images_and_labels(tmp_path):
+    out = tmp_path / "shards"
+    write(samples(30), out)
+    urls = sorted(str(p) for p in out.glob("*/*.tar"))
+    got = list(wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()))
+    assert sorted(s["__key__"] for s in got) == [f"s{i:05d}" for i in range(30)]
+    for s in got:
+        i = int(s["__key__"][1:])
+        assert int(s["cls"]) == i % 3
+        np.testing.assert_array_equal(decode_png(s["png"]), image(i))
+
+
+def test_unlabelled_samples_have_no_cls(tmp_path):
+    out = tmp_path / "shards"
+    stats = write(samples(12, labels=False), out, classes=None)
+    assert stats["classes"] is None
+    assert read_manifest(out)["label"].null_count == 12
+    assert not any(n.endswith(".cls") for t in out.glob("*/*.tar") for n in tar_members(t))
+
+
+def test_paired_samples_and_long_keys(tmp_path):
+    out = tmp_path / "shards"
+    long_key = "k" * 150  # past the 100-byte USTAR name limit
+    items = [
+        *samples(10, paired=True),
+        Sample(long_key, next(samples(1, paired=True)).images, 0, ""),
+    ]
+    write(items, out, val_fraction=0.0)
+    got = list(
+        wds.DataPipeline(
+            wds.SimpleShardList(sorted(str(p) for p in out.glob("train/*.tar"))),
+            wds.tarfile_to_samples(),
+        )
+    )
+    assert [s["__key__"] for s in got] == [f"s{i:05d}" for i in range(10)] + [long_key]
+    for s in got[:10]:
+        i = int(s["__key__"][1:])
+        np.testing.assert_array_equal(decode_png(s["a.png"]), image(i))
+        np.testing.assert_array_equal(decode_png(s["b.png"]), image(i + 10**6))
+    m = read_manifest(out)
+    assert json.loads(m.schema.metadata[b"fields"]) == ["a.png", "b.png"]
+    assert m["sha256"][0].as_py() == hashlib.sha256(got[0]["a.png"]).hexdigest()
+
+
+def failing(n, exc):
+    yield from samples(n)
+    raise exc
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("disk on fire"), KeyboardInterrupt()])
+def test_failure_leaves_no_partial_output(tmp_path, exc):
+    out = tmp_path / "shards"
+    with pytest.raises(type(exc)):
+        write(failing(20, exc), out)
+    assert siblings(out) == []
+
+    out.mkdir()
+    (out / "old.txt").write_text("previous run")
+    with pytest.raises(type(exc)):
+        write(failing(20, exc), out)
+    assert siblings(out) == ["shards"]
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+
+
+def test_success_replaces_previous_output(tmp_path):
+    out = tmp_path / "shards"
+    out.mkdir()
+    (out / "old.txt").write_text("previous run")
+    write(samples(10), out)
+    assert siblings(out) == ["shards"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.parquet",
+        "stats.json",
+        "train",
+        "val",
+    ]
+
+
+def test_zero_usable_images_is_a_clear_error(tmp_path):
+    out = tmp_path / "shards"
+    bad = [Skipped("a/1.png", "not an image"), Skipped("a/2.png", "empty file")]
+    with pytest.raises(
+        GanlibError,
+        match=r"no usable images in imagefolder:a: 2 inputs skipped, "
+        r"e\.g\. a/1\.png: not an image",
+    ):
+        write(bad, out, source="imagefolder:a")
+    with pytest.raises(GanlibError, match="no inputs"):
+        write([], out)
+    assert siblings(out) == []
+
+
+def _peak_bytes(n: int, tmp: Path) -> int:
+    tracemalloc.start()
+    write(samples(n, size=4), tmp / f"n{n}", shard_size=100)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_memory_does_not_grow_with_the_number_of_images(tmp_path, monkeypatch):
+    # A small manifest buffer, so both runs flush rows; then nothing may grow with n.
+    monkeypatch.setattr(shards, "_ROWS_PER_FLUSH", 200)
+    _peak_bytes(50, tmp_path)  # first use allocates caches once (imports, codecs)
+    small, large = _peak_bytes(500, tmp_path), _peak_bytes(5000, tmp_path)
+    assert large < 1.5 * small, (small, large)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Sample("has.dot", {"png": image(0)}, 0, ""),
+        Sample("s99999", {"png": image(0, size=4)}, 0, ""),
+        Sample("s99999", {"png": image(0)}, 3, ""),
+    ],
+    ids=["key", "shape", "label"],
+)
+def test_source_bugs_are_caught_before_they_reach_the_shards(tmp_path, bad):
+    out = tmp_path / "shards"
+    with pytest.raises(ValueError, match="s99999|has.dot"):
+        write([*samples(3), bad], out)
+    assert siblings(out) == []

@@ -1,0 +1,79 @@
+"""Config: defaults, the shipped params.yaml, and one clear error per kind of bad value."""
+
+from pathlib import Path
+
+import pytest
+
+from ganlib.config import ConfigError, DataConfig, Params, flatten, load_params, to_dict
+from ganlib.errors import GanlibError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_params_file_is_valid():
+    p = load_params(ROOT / "params.yaml")
+    assert p.task == "generation"
+    assert p.data.source == "builtin:digits"
+
+
+def test_defaults_and_properties():
+    p = Params.from_dict({})
+    assert p.data == DataConfig()
+    d = DataConfig(source="imagefolder:/tmp/x:y")
+    assert (d.scheme, d.location) == ("imagefolder", "/tmp/x:y")
+
+
+def test_configs_are_frozen():
+    with pytest.raises(AttributeError):
+        Params().seed = 3
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"dat": {}}, "unknown key dat"),
+        ({"data": {"resolutoin": 32}}, "unknown key data.resolutoin"),
+        ({"data": {"resolution": "32"}}, "data.resolution: must be an integer"),
+        ({"data": {"resolution": True}}, "data.resolution: must be an integer"),
+        ({"data": {"resolution": 4}}, "data.resolution: must be in 8..2048"),
+        ({"data": {"channels": 2}}, "data.channels: must be 1 or 3"),
+        ({"data": {"val_fraction": 1.0}}, "data.val_fraction: must be in [0, 1)"),
+        ({"data": {"val_fraction": "lots"}}, "data.val_fraction: must be a number"),
+        ({"data": {"paired": "yes"}}, "data.paired: must be true or false"),
+        ({"data": {"source": "s3://bucket"}}, "data.source: unknown source"),
+        ({"data": {"source": "builtin:cifar"}}, "data.source: unknown builtin 'cifar'"),
+        ({"data": {"source": "imagefolder:"}}, "data.source: unknown source"),
+        ({"data": 3}, "data: must be a mapping"),
+        ({"task": "superres"}, "task: must be one of generation, inpainting, translation"),
+    ],
+)
+def test_bad_values_name_the_key(raw, message):
+    with pytest.raises(ConfigError) as err:
+        Params.from_dict(raw)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_float_written_without_dot_is_accepted():
+    # YAML 1.1 reads 1e-1 as a string; people write it anyway.
+    assert Params.from_dict({"data": {"val_fraction": "1e-1"}}).data.val_fraction == 0.1
+
+
+def test_load_params_errors(tmp_path):
+    with pytest.raises(GanlibError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_params(bad)
+
+
+def test_to_dict_round_trips_and_flattens():
+    p = Params.from_dict({"seed": 7, "data": {"resolution": 64, "channels": 3}})
+    raw = to_dict(p)
+    assert Params.from_dict(raw) == p
+    flat = flatten(raw)
+    assert flat["data.resolution"] == 64 and flat["seed"] == 7

@@ -1,0 +1,109 @@
+"""Known values for every adversarial loss and both gradient penalties."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ganlib.losses import LOSSES, gradient_penalty, interpolate, r1_penalty
+
+
+def _t(*values):
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def test_losses_dict():
+    assert set(LOSSES) == {"nonsaturating", "hinge", "lsgan", "wgan"}
+
+
+def test_nonsaturating():
+    loss = LOSSES["nonsaturating"]
+    zeros = torch.zeros(4)
+    assert loss.d_loss(zeros, zeros).item() == pytest.approx(2 * math.log(2))
+    assert loss.g_loss(zeros).item() == pytest.approx(math.log(2))
+    # A confident, correct D: softplus(-20) + softplus(-20) ~ 2e-9.
+    assert loss.d_loss(_t(20.0), _t(-20.0)).item() == pytest.approx(0.0, abs=1e-8)
+    # softplus(-x) = log(1 + e^-x)
+    assert loss.g_loss(_t(1.0, -1.0)).item() == pytest.approx(
+        (math.log1p(math.exp(-1)) + math.log1p(math.exp(1))) / 2
+    )
+
+
+def test_hinge():
+    loss = LOSSES["hinge"]
+    assert loss.d_loss(_t(2.0, 1.0), _t(-2.0, -1.0)).item() == 0.0  # outside the margin
+    assert loss.d_loss(_t(0.0), _t(0.0)).item() == 2.0
+    assert loss.d_loss(_t(0.5), _t(-3.0)).item() == 0.5
+    assert loss.g_loss(_t(3.0, 1.0)).item() == -2.0
+
+
+def test_lsgan():
+    loss = LOSSES["lsgan"]
+    assert loss.d_loss(_t(1.0), _t(0.0)).item() == 0.0  # on target
+    assert loss.d_loss(_t(0.0), _t(1.0)).item() == 1.0  # 0.5 * (1 + 1)
+    assert loss.d_loss(_t(3.0), _t(-1.0)).item() == 2.5  # 0.5 * (4 + 1)
+    assert loss.g_loss(_t(0.0)).item() == 0.5
+    assert loss.g_loss(_t(3.0, 1.0)).item() == 1.0  # 0.5 * mean(4, 0)
+
+
+def test_wgan():
+    loss = LOSSES["wgan"]
+    assert loss.d_loss(_t(1.0, 3.0), _t(0.0, 2.0)).item() == -1.0  # 1 - 2
+    assert loss.g_loss(_t(0.0, 2.0)).item() == -1.0
+
+
+class LinearD(nn.Module):
+    """D(x) = w . x: its input gradient is w everywhere, so both penalties are known exactly."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = nn.Parameter(w)
+        self.seen_labels = None
+
+    def forward(self, x, labels=None):
+        self.seen_labels = labels
+        return x.flatten(1) @ self.w.flatten()  # [N]
+
+
+def test_r1_of_linear_d_is_squared_weight_norm():
+    D = LinearD(torch.randn(1, 4, 4))
+    real = torch.randn(3, 1, 4, 4).requires_grad_(True)
+    r1 = r1_penalty(D(real), real)
+    assert r1.item() == pytest.approx(D.w.square().sum().item(), rel=1e-6)
+    r1.backward()  # create_graph=True: the penalty trains D
+    assert torch.allclose(D.w.grad, 2 * D.w.detach())
+
+
+def test_r1_averages_per_sample_squared_norms():
+    real = _t(1.0, 2.0, 3.0, 4.0).reshape(2, 1, 1, 2).requires_grad_(True)
+    real_logits = 0.5 * real.square().flatten(1).sum(dim=1)  # gradient is x itself
+    assert r1_penalty(real_logits, real).item() == pytest.approx((1 + 4 + 9 + 16) / 2)
+
+
+def test_r1_needs_real_with_grad():
+    real = torch.randn(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="requires_grad_"):
+        r1_penalty(real.sum(dim=(1, 2, 3)), real)
+
+
+def test_gradient_penalty_of_linear_d():
+    torch.manual_seed(0)
+    D = LinearD(torch.randn(1, 4, 4))
+    real, fake = torch.randn(5, 1, 4, 4), torch.randn(5, 1, 4, 4)
+    labels = torch.zeros(5, dtype=torch.int64)
+    x_hat = interpolate(real, fake)
+    gp = gradient_penalty(D(x_hat, labels), x_hat)
+    w_norm = D.w.norm().item()
+    assert gp.item() == pytest.approx((w_norm - 1) ** 2, rel=1e-5)
+    assert D.seen_labels is labels
+    gp.backward()  # d/dw (|w| - 1)^2 = 2 (|w| - 1) w / |w|
+    expected = 2 * (w_norm - 1) * D.w.detach() / w_norm
+    assert torch.allclose(D.w.grad, expected, rtol=1e-5)
+
+
+def test_gradient_penalty_is_zero_for_unit_norm_d():
+    D = LinearD(torch.full((1, 2, 2), 0.5))  # |w| = 1
+    x_hat = interpolate(torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2))
+    gp = gradient_penalty(D(x_hat), x_hat)
+    assert gp.item() == pytest.approx(0.0, abs=1e-10)
