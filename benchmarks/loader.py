@@ -3,9 +3,10 @@
     python benchmarks/loader.py [--n 20000] [--batch-size 64] [--workdir DIR]
 
 Same 64×64 RGB images as ``benchmarks/shard.py`` (generated, then sharded, and kept in
-``--workdir`` when one is given). Each loader runs one epoch with 0 and 2 loader workers, each
-in a fresh subprocess; prints one JSON object. ShardLoader reads the train split (about 90% of
-the images), the file loader all of them: compare ``images_per_s``.
+``--workdir`` when one is given; shards written before the manifest's byte index are redone).
+Each loader runs one epoch with 0 and 2 loader workers, each in a fresh subprocess; prints one
+JSON object. ShardLoader reads the train split (about 90% of the images), the file loader all
+of them: compare ``images_per_s``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from PIL import Image
 from shard import make_image_folder, shard_folder  # benchmarks/shard.py, next to this file
@@ -83,6 +85,12 @@ def _epoch(kind: str, workers: int, images: Path, shards: Path, batch_size: int)
     )
 
 
+def _has_byte_index(shards: Path) -> bool:
+    """Whether ``shards`` holds complete shards with the manifest's byte offsets (reusable)."""
+    manifest = shards / "manifest.parquet"
+    return manifest.exists() and "offset" in pq.read_schema(manifest).names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000, help="number of images")
@@ -99,7 +107,7 @@ def main() -> None:
         work = args.workdir or Path(tmp)
         images, shards = work / f"images-{args.n}", work / f"shards-{args.n}"
         make_image_folder(images, args.n)
-        if not (shards / "manifest.parquet").exists():
+        if not _has_byte_index(shards):
             shard_folder(images, shards)
         results: dict = {"images": args.n, "batch_size": args.batch_size}
         for kind in ("shard_loader", "png_files"):

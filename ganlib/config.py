@@ -251,7 +251,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(elem, v, f"{key}[{i}]") for i, v in enumerate(value))
         _require(len(value) == len(args), key, f"must have {len(args)} items (got {value!r})")
-        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(
+            _coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if origin is dict or tp is dict:
         _require(isinstance(value, Mapping), key, f"must be a mapping (got {value!r})")
         return dict(value)

@@ -72,7 +72,7 @@ def start_run(
             return run_id
         except Exception:  # the run was deleted, or another tracking server: start anew
             pass
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Param
 
     all_tags = dict(tags)
     if parent_run_id:

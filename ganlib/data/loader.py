@@ -10,18 +10,23 @@ or loader workers, which is what makes exact resumption from a batch index possi
 
 Loader worker ``i`` of ``K`` yields batches ``b+i, b+i+K, ...`` (``b`` = start batch); the
 PyTorch DataLoader takes one batch from each worker in turn, so they come out as ``b, b+1, ...``.
-A worker streams the tar shards that hold its samples with WebDataset, reads only its own
-members (the rest are skipped inside the tar reader, before any PNG decode) and keeps their raw
-bytes until a batch is complete. Because a batch's keys are spread over many shards, that buffer
-grows to the worker's share of the epoch's encoded images (about ``1 / (W*K)`` of the split's
-shard bytes) before it drains; the decoded images are never buffered.
+Such batches gather samples from all over the split, so a worker reads them by random access:
+the manifest is a byte index into the tars (``offset``/``length`` of each image, see
+:mod:`ganlib.data.shards`), like WebDataset's own indexed ``wids`` datasets, and a worker reads
+each of its batches' images with one ``os.pread`` apiece, in batch order, and decodes them. Each
+sample's bytes are read once per epoch over all ranks and workers, nothing is held beyond the
+batch being built, and the first batch costs B reads. The tars stay plain WebDataset shards
+that any WebDataset reader can stream (e.g. from object storage), but this loader needs them on
+a local or shared filesystem.
 
-Evaluation (:func:`iter_split`) reads one split in manifest order, every sample exactly once.
+Evaluation (:func:`iter_split`) reads one split in manifest order, every sample exactly once,
+the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,15 +34,18 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ganlib.data.images import decode_png
-from ganlib.data.shards import manifest_metadata, read_manifest
+from ganlib.data.shards import SPAN_COLUMNS, manifest_metadata, read_manifest
 from ganlib.errors import GanlibError
 
 # Shard field -> batch entry: single images are "image", translation pairs "a" and "b".
 BATCH_NAMES = {"png": "image", "a.png": "a", "b.png": "b"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # the first 8 bytes of every PNG file
+# Open shard files per reader: enough for every shard of most roots, far below the usual
+# 1024-descriptor limit for roots with thousands of shards.
+_MAX_OPEN_SHARDS = 128
 
 
 def rank_batches(
@@ -60,42 +68,113 @@ class _Split:
     """The rows of one split, in manifest order; small enough to copy into each worker."""
 
     keys: list[str]  # [N]
-    shard_ids: np.ndarray  # [N] int, index into urls
-    urls: list[str]  # tar paths, in manifest order
+    shard_ids: np.ndarray  # [N] int, index into paths
+    paths: list[str]  # tar files, in manifest order
+    spans: np.ndarray  # [N, F, 2] int64: (offset, length) of each image field in its shard
     labels: np.ndarray  # [N] int64, -1 when unlabelled
     fields: tuple[str, ...]  # ("png",) or ("a.png", "b.png")
     classes: list[str] | None
 
 
 def _read_split(shard_root: Path, split: str) -> _Split:
+    """The manifest rows of ``split``, checked against the sizes of their shard files."""
     shard_root = Path(shard_root)
     table = read_manifest(shard_root)
     root = shard_root if shard_root.is_dir() else shard_root.parent
     meta = manifest_metadata(table)
+    fields = tuple(meta["fields"])
+    columns = SPAN_COLUMNS[: len(fields)]  # [(offset column, length column)] per field
+    if any(c not in table.column_names for pair in columns for c in pair):
+        raise GanlibError(
+            f"{root}: the manifest has no byte offsets (written by an older ganlib); "
+            "re-run the shard stage"
+        )
     part = table.filter(pc.equal(table["split"], split))
+    if any(part[c].null_count for pair in columns for c in pair):
+        raise GanlibError(f"{root}: {split} rows without byte offsets; re-run the shard stage")
     # Dictionary codes follow first appearance, so shard ids keep the manifest's shard order.
     shards = pc.dictionary_encode(part["shard"]).combine_chunks()
-    return _Split(
+    data = _Split(
         keys=part["key"].to_pylist(),
         shard_ids=shards.indices.to_numpy(zero_copy_only=False),
-        urls=[str(root / s) for s in shards.dictionary.to_pylist()],
+        paths=[str(root / s) for s in shards.dictionary.to_pylist()],
+        spans=np.stack(
+            [np.stack([part[o].to_numpy(), part[n].to_numpy()], axis=-1) for o, n in columns],
+            axis=1,
+        ).astype(np.int64, copy=False),
         labels=part["label"].fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64),
-        fields=tuple(meta["fields"]),
+        fields=fields,
         classes=meta["classes"],
     )
+    _check_shard_sizes(data)
+    return data
 
 
-def _collate(samples: list[dict[str, Any]], rows: np.ndarray, data: _Split) -> dict[str, Any]:
-    """Decode one batch of raw tar samples (``rows`` [B] are their split rows)."""
-    batch: dict[str, Any] = {}
-    for field in data.fields:
+def _check_shard_sizes(data: _Split) -> None:
+    """Fail early, in the main process, when the manifest points past the end of a shard."""
+    ends = (data.spans[:, :, 0] + data.spans[:, :, 1]).max(axis=1)  # [N] end of each sample
+    needed = np.zeros(len(data.paths), np.int64)  # [S] bytes each shard must hold
+    np.maximum.at(needed, data.shard_ids, ends)
+    for path, n in zip(data.paths, needed.tolist(), strict=True):
         try:
-            arrs = np.stack([decode_png(s[field]) for s in samples])  # [B, H, W, C] uint8
-        except KeyError:
-            key = next(s["__key__"] for s in samples if field not in s)
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            raise GanlibError(f"{path}: shard not found; re-run the shard stage") from None
+        if size < n:
             raise GanlibError(
-                f"{key}: no {field} member in its shard; re-run the shard stage"
-            ) from None
+                f"{path}: {size} bytes, but the manifest points up to byte {n}; "
+                "re-run the shard stage"
+            )
+
+
+class _ShardReader:
+    """Reads samples' encoded images by their manifest byte ranges, keeping shard files open.
+
+    A context manager: the files are closed on exit (also when a consumer stops early and its
+    generator is closed).
+    """
+
+    def __init__(self, data: _Split) -> None:
+        self.data = data
+        self.fds: dict[int, int] = {}  # shard id -> open file descriptor, oldest first
+
+    def __enter__(self) -> _ShardReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+    def read(self, row: int) -> list[bytes]:
+        """The PNG bytes of each image field of split row ``row``: [F]."""
+        shard = int(self.data.shard_ids[row])
+        fd = self.fds.get(shard)
+        if fd is None:
+            if len(self.fds) >= _MAX_OPEN_SHARDS:
+                os.close(self.fds.pop(next(iter(self.fds))))
+            fd = self.fds[shard] = os.open(self.data.paths[shard], os.O_RDONLY)
+        images = []
+        for offset, length in self.data.spans[row].tolist():
+            # pread: no shared file position, so one descriptor serves any order of reads.
+            png = os.pread(fd, length, offset)
+            if len(png) != length or not png.startswith(PNG_SIGNATURE):
+                raise GanlibError(
+                    f"{self.data.paths[shard]}: no PNG of {self.data.keys[row]} at bytes "
+                    f"{offset}..{offset + length}; the manifest does not match the shards, "
+                    "re-run the shard stage"
+                )
+            images.append(png)
+        return images
+
+
+def _load_batch(reader: _ShardReader, rows: np.ndarray) -> dict[str, Any]:
+    """Read and decode the split rows ``rows`` [B] into one batch, in that order."""
+    data = reader.data
+    encoded = [reader.read(i) for i in rows]  # [B][F] PNG bytes
+    batch: dict[str, Any] = {}
+    for f, field in enumerate(data.fields):
+        arrs = np.stack([decode_png(images[f]) for images in encoded])  # [B, H, W, C] uint8
         # numpy, not torch: torch's intra-op threads cost more than they save on a batch this
         # small, and the result is the same whatever the thread settings.
         x = np.ascontiguousarray(arrs.transpose(0, 3, 1, 2), dtype=np.float32)  # [B, C, H, W]
@@ -105,11 +184,6 @@ def _collate(samples: list[dict[str, Any]], rows: np.ndarray, data: _Split) -> d
     batch["label"] = torch.from_numpy(data.labels[rows])  # [B] int64
     batch["key"] = [data.keys[i] for i in rows]
     return batch
-
-
-def _stream(urls: list[str], wanted: Callable[[str], bool]) -> wds.DataPipeline:
-    """Raw samples of ``urls``; ``wanted(member_name)`` picks the tar members that are read."""
-    return wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(select_files=wanted))
 
 
 class _EpochBatches(IterableDataset):
@@ -127,52 +201,13 @@ class _EpochBatches(IterableDataset):
         # The DataLoader (in_order=True, its default) takes one batch from each worker in turn
         # and skips a worker only once it is exhausted; the low workers hold the extra batches,
         # so the output is start_batch, start_batch + 1, ... for every number of workers.
-        owned = np.arange(self.start_batch + worker, len(self.rows), n_workers)  # [J]
-        return self._batches(self.rows[owned])
+        return self._batches(self.rows[self.start_batch + worker :: n_workers])  # [J, B] view
 
     def _batches(self, rows: np.ndarray) -> Iterator[dict[str, Any]]:
-        """Yield the batches ``rows`` [J, B] in order, buffering raw bytes until each is whole."""
-        n_owned, batch_size = rows.shape
-        if n_owned == 0:
-            return
-        data = self.data
-        slot = {data.keys[i]: (jj, t) for (jj, t), i in np.ndenumerate(rows)}
-        fields = set(data.fields)
-
-        def wanted(member: str) -> bool:
-            key, _, field = member.partition(".")
-            return field in fields and key in slot
-
-        # Read shards in the order of the first batch that needs them, so early batches
-        # complete early. The batches themselves do not depend on this order.
-        needed, first = np.unique(data.shard_ids[rows].ravel(), return_index=True)
-        urls = [data.urls[s] for s in needed[np.argsort(first)]]
-
-        pending: list[list[dict | None] | None] = [[None] * batch_size for _ in range(n_owned)]
-        missing = np.full(n_owned, batch_size)
-        done = 0  # batches yielded so far
-        for sample in _stream(urls, wanted):
-            jj, t = slot[sample["__key__"]]
-            if pending[jj][t] is not None:
-                raise GanlibError(
-                    f"{sample['__key__']}: found twice in the shards; re-run the shard stage"
-                )
-            pending[jj][t] = sample
-            missing[jj] -= 1
-            while done < n_owned and missing[done] == 0:
-                yield _collate(pending[done], rows[done], data)
-                pending[done] = None
-                done += 1
-        if done < n_owned:
-            absent = next(
-                data.keys[rows[j, t]]
-                for j in range(done, n_owned)
-                for t in range(batch_size)
-                if pending[j][t] is None
-            )
-            raise GanlibError(
-                f"{absent}: listed in the manifest but not in its shard; re-run the shard stage"
-            )
+        """Yield the batches ``rows`` [J, B] in order, each read and decoded on its own."""
+        with _ShardReader(self.data) as reader:
+            for batch_rows in rows:  # [B]
+                yield _load_batch(reader, batch_rows)
 
 
 def _init_worker(worker_id: int) -> None:
@@ -274,28 +309,6 @@ def iter_split(shard_root: Path, split: str, batch_size: int) -> Iterator[dict[s
     """
     data = _read_split(shard_root, split)
     n = len(data.keys)
-    if n == 0:
-        return
-    fields = set(data.fields)
-    stream = _stream(data.urls, lambda member: member.partition(".")[2] in fields)
-    batch: list[dict[str, Any]] = []
-    start = 0  # split row of batch[0]
-    for sample in stream:
-        row = start + len(batch)
-        if row >= n or sample["__key__"] != data.keys[row]:
-            raise GanlibError(
-                f"{sample['__url__']}: {sample['__key__']} does not match the manifest at "
-                f"{split} row {row}; re-run the shard stage"
-            )
-        batch.append(sample)
-        if len(batch) == batch_size:
-            yield _collate(batch, np.arange(start, start + batch_size), data)
-            start += batch_size
-            batch = []
-    if start + len(batch) != n:
-        raise GanlibError(
-            f"{split} shards hold {start + len(batch)} of the {n} samples in the manifest; "
-            "re-run the shard stage"
-        )
-    if batch:
-        yield _collate(batch, np.arange(start, start + len(batch)), data)
+    with _ShardReader(data) as reader:
+        for start in range(0, n, batch_size):
+            yield _load_batch(reader, np.arange(start, min(start + batch_size, n)))

@@ -5,19 +5,28 @@ Layout of a shard root::
     train/train-000000.tar ...   val/val-000000.tar ...   manifest.parquet   stats.json
 
 Each tar sample is ``KEY.png`` (or ``KEY.a.png`` + ``KEY.b.png`` for pairs) plus ``KEY.cls``
-(the label as ASCII digits) when the sample has a label. The output is byte-identical for the
-same input, written in one streaming pass (memory does not grow with the number of images), and
-replaces ``out_dir`` atomically: a failed or interrupted run leaves the old ``out_dir`` as it was.
+(the label as ASCII digits) when the sample has a label. The tars are plain, uncompressed
+WebDataset shards: portable, and streamable by any WebDataset reader (e.g. from object storage).
+The manifest is also their byte index: ``offset``/``length`` locate each sample's image data
+inside its tar (``offset_b``/``length_b`` the ``b.png`` of pairs), so the training loader reads
+exactly the samples it needs with one ``pread`` each, like WebDataset's own indexed ``wids``
+datasets (see :mod:`ganlib.data.loader`).
+
+The output is byte-identical for the same input, written in one streaming pass (memory does not
+grow with the number of images), and replaces ``out_dir`` atomically: a failed or interrupted
+run leaves the old ``out_dir`` as it was.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import sys
+import tarfile
 from collections import Counter
 from collections.abc import Iterable
 from contextlib import ExitStack
@@ -27,7 +36,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import webdataset as wds
 from tqdm import tqdm
 
 from ganlib.data.images import encode_png
@@ -44,6 +52,12 @@ MANIFEST_SCHEMA = pa.schema(
         ("split", pa.string()),
         ("shard", pa.string()),  # relative to the shard root, e.g. "train/train-000003.tar"
         ("index", pa.int32()),  # position of the sample within its shard
+        # The primary image's PNG ("png" or "a.png") is bytes [offset, offset + length) of the
+        # shard file; offset_b/length_b locate "b.png" of pairs and are null for single images.
+        ("offset", pa.int64()),
+        ("length", pa.int64()),
+        ("offset_b", pa.int64()),
+        ("length_b", pa.int64()),
         ("label", pa.int64()),  # null when the source has no labels
         ("width", pa.int32()),
         ("height", pa.int32()),
@@ -54,6 +68,8 @@ MANIFEST_SCHEMA = pa.schema(
 
 _KEY = re.compile(r"[A-Za-z0-9_-]+")  # WebDataset splits member names at the first dot
 _FIELDS = (("png",), ("a.png", "b.png"))  # the image layouts a shard root can hold
+# The manifest columns (offset, length) of the i-th image field of the manifest's "fields".
+SPAN_COLUMNS = (("offset", "length"), ("offset_b", "length_b"))
 _ROWS_PER_FLUSH = 4096  # manifest rows held in memory before they go to a parquet row group
 
 
@@ -167,38 +183,49 @@ class _SplitWriter:
         self.shard_size = shard_size
         self.count = 0
         self.shard = ""
-        self.tar: wds.TarWriter | None = None
+        self.file: io.BufferedWriter | None = None
+        self.tar: tarfile.TarFile | None = None
         (root / split).mkdir()
 
     @property
     def n_shards(self) -> int:
         return -(-self.count // self.shard_size)
 
-    def write(self, key: str, members: dict[str, bytes]) -> tuple[str, int]:
-        """Append one sample; returns (shard path relative to the root, index in the shard)."""
+    def write(self, key: str, members: dict[str, bytes]) -> tuple[str, int, dict[str, int]]:
+        """Append one sample as ``KEY.NAME`` tar members.
+
+        Returns (shard path relative to the root, index in the shard, ``{name: data offset}``):
+        member ``name``'s bytes are ``[offset, offset + len(members[name]))`` of the shard file.
+        """
         index = self.count % self.shard_size
         if index == 0:
             self.close()
             self.shard = f"{self.split}/{self.split}-{self.count // self.shard_size:06d}.tar"
-            # Fixed mtime, owner and mode make the bytes depend on the samples only; PAX
-            # headers (written only when needed) allow keys longer than USTAR's 100 bytes.
-            self.tar = wds.TarWriter(
-                str(self.root / self.shard),
-                user="ganlib",
-                group="ganlib",
-                mode=0o444,
-                encoder=False,
-                mtime=0,
-                format="PAX_FORMAT",
-            )
-        self.tar.write({"__key__": key, **members})
+            # Our own file object, whose position locates each member's data.
+            self.file = open(self.root / self.shard, "wb")  # noqa: SIM115 (closed by close())
+            # PAX headers (written only when needed) allow keys longer than USTAR's 100 bytes.
+            self.tar = tarfile.TarFile(fileobj=self.file, mode="w", format=tarfile.PAX_FORMAT)
+        offsets = {}
+        # Sorted, as WebDataset's TarWriter does; readers only need a sample's members together.
+        for name in sorted(members):
+            data = members[name]
+            info = tarfile.TarInfo(f"{key}.{name}")
+            info.size = len(data)
+            # Fixed mtime, owner and mode make the bytes depend on the samples only.
+            info.mtime, info.mode, info.uname, info.gname = 0, 0o444, "ganlib", "ganlib"
+            self.tar.addfile(info, io.BytesIO(data))
+            # addfile writes the header(s), then the data zero-padded to whole 512-byte blocks,
+            # so the data starts that padded size before the file's new end.
+            padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            offsets[name] = self.file.tell() - padded
         self.count += 1
-        return self.shard, index
+        return self.shard, index, offsets
 
     def close(self) -> None:
         if self.tar is not None:
-            self.tar.close()
-            self.tar = None
+            self.tar.close()  # the end-of-archive blocks; it leaves our file open
+            self.file.close()
+            self.tar = self.file = None
 
 
 class _ManifestWriter:
@@ -270,13 +297,17 @@ def _write_all(
                 members["cls"] = str(item.label).encode("ascii")
                 labels[item.label] += 1
             split = split_of(item.key, val_fraction)
-            shard, index = writers[split].write(item.key, members)
+            shard, index, offsets = writers[split].write(item.key, members)
+            spans = dict.fromkeys(col for cols in SPAN_COLUMNS for col in cols)  # null: no b.png
+            for (off_col, len_col), name in zip(SPAN_COLUMNS, fields, strict=False):
+                spans[off_col], spans[len_col] = offsets[name], len(members[name])
             primary = members[fields[0]]
             manifest.add(
                 key=item.key,
                 split=split,
                 shard=shard,
                 index=index,
+                **spans,
                 label=item.label,
                 width=shape[1],
                 height=shape[0],

@@ -384,8 +384,8 @@ class _Tracker:
             return
         from ganlib.tracking import log_metrics
 
-        values = {k: v for k, v in row.items() if k != "step" and v is not None}
-        log_metrics(self.client, self.run_id, {k: v for k, v in values.items() if math.isfinite(v)}, step)
+        keep = {k: v for k, v in row.items() if k != "step" and v is not None and math.isfinite(v)}
+        log_metrics(self.client, self.run_id, keep, step)
 
     def log_grid(self, images: torch.Tensor, step: int) -> None:
         if self.client is None:

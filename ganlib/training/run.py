@@ -46,6 +46,14 @@ class TrainResult:
 def preflight(params: Params, project: Path, *, local: bool) -> dict[str, Any]:
     """Every check that can fail, before Ray starts; returns the dataset info."""
     cfg = params.train
+    if local:
+        cpus = os.cpu_count() or 1
+        if cfg.num_workers * cfg.cpus_per_worker > cpus:
+            raise GanlibError(
+                f"train.num_workers: {cfg.num_workers} workers x {cfg.cpus_per_worker} CPU "
+                f"need {cfg.num_workers * cfg.cpus_per_worker} CPUs, this machine has {cpus}; "
+                "lower train.num_workers"
+            )
     shards = project / SHARDS
     if not (shards / "manifest.parquet").is_file():
         raise GanlibError(f"{shards}: missing shards; run `dvc repro shard` first")
@@ -66,14 +74,6 @@ def preflight(params: Params, project: Path, *, local: bool) -> dict[str, Any]:
         )
     if cfg.device == "cuda" and local and not torch.cuda.is_available():
         raise GanlibError("train.device: cuda, but this machine has no CUDA GPU; use auto")
-    if local:
-        cpus = os.cpu_count() or 1
-        if cfg.num_workers * cfg.cpus_per_worker > cpus:
-            raise GanlibError(
-                f"train.num_workers: {cfg.num_workers} workers x {cfg.cpus_per_worker} CPU "
-                f"need {cfg.num_workers * cfg.cpus_per_worker} CPUs, this machine has {cpus}; "
-                "lower train.num_workers"
-            )
     return info
 
 
@@ -101,8 +101,14 @@ def train_run(params: Params, project: Path, *, fail_at_step: int | None = None)
         mlflow,
         exp,
         run_name=name,
-        params=flatten({"task": params.task, "seed": params.seed, "data": to_dict(params.data),
-                        "train": to_dict(cfg)}),  # fmt: skip
+        params=flatten(
+            {
+                "task": params.task,
+                "seed": params.seed,
+                "data": to_dict(params.data),
+                "train": to_dict(cfg),
+            }
+        ),  # fmt: skip
         tags={"ganlib.stage": "train", "ganlib.identity": identity},
         resume_file=storage / name / "mlflow_run_id",
     )
@@ -128,8 +134,8 @@ def train_run(params: Params, project: Path, *, fail_at_step: int | None = None)
         raise
     wall = time.perf_counter() - t0
     summary = summarize(state, wall, run_id, info)
-    tracking.log_metrics(mlflow, run_id, {f"summary/{k}": v for k, v in summary.items()
-                                          if isinstance(v, (int, float))}, state["step"])  # fmt: skip
+    numbers = {f"summary/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
+    tracking.log_metrics(mlflow, run_id, numbers, state["step"])
     mlflow.set_terminated(run_id)
     return TrainResult(state=state, summary=summary)
 
@@ -197,4 +203,3 @@ def write_samples(state: dict[str, Any], path: Path) -> Path:
     y = torch.arange(GRID) % ncls if ncls else None
     scale = max(1, 128 // state["model_config"]["resolution"])
     return save_grid(sample_grid(G, state["fixed_z"], y), path, scale=scale)
-

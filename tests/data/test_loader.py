@@ -1,6 +1,12 @@
-"""Training loader: equal batch counts, exactly-once, seeded shuffles, exact resume; evaluation."""
+"""Training loader: equal batch counts, exactly-once, seeded shuffles, exact resume; evaluation;
+indexed reads: each sample read once, flat memory, clear errors for mismatched shards."""
+
+import hashlib
+import os
+import tracemalloc
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -161,6 +167,105 @@ def test_iter_split_reads_every_sample_once_in_manifest_order(roots):
         assert last["label"][-1].item() == i % 4
         want = torch.from_numpy(image(i)).permute(2, 0, 1).float() / 127.5 - 1
         torch.testing.assert_close(last["image"][-1], want)
+
+
+def test_each_sample_is_read_once_per_epoch_and_a_batch_needs_only_its_own_reads(
+    roots, monkeypatch
+):
+    root = roots(3)
+    sha = dict(
+        zip(*read_manifest(root).select(["key", "sha256"]).to_pydict().values(), strict=True)
+    )
+    reads = []  # sha256 of every os.pread result, in order
+    pread = os.pread
+
+    def counting(fd, n, offset):
+        data = pread(fd, n, offset)
+        reads.append(hashlib.sha256(data).hexdigest())
+        return data
+
+    monkeypatch.setattr(os, "pread", counting)
+    batches = run_epoch(root, world_size=2, workers=0, epoch=2)
+    seen = [k for rank in batches for b in rank for k in b]
+    assert reads == [sha[k] for k in seen]  # one read per sample, in batch order
+
+    reads.clear()
+    loader = ShardLoader(root, batch_size=BATCH, rank=1, world_size=2, num_workers=0, seed=0)
+    first = next(iter(loader))
+    assert reads == [sha[k] for k in first["key"]]
+
+
+def tiny_samples(n: int):
+    for i in range(n):
+        yield Sample(f"t{i:05d}", {"png": image(i)[:4, :4]}, None, "")
+
+
+def test_memory_does_not_grow_with_the_number_of_samples(tmp_path):
+    def peak(root):
+        loader = ShardLoader(root, batch_size=40, rank=0, world_size=1, num_workers=0, seed=0)
+        tracemalloc.start()
+        assert sum(len(b["key"]) for b in loader) == n
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+    peaks = {}
+    for n in (400, 4000):
+        root = tmp_path / f"n{n}"
+        write_shards(
+            tiny_samples(n), root, shard_size=100, val_fraction=0, classes=None, progress=False
+        )
+        peak(root)  # the first epoch allocates caches once (imports, codecs)
+        peaks[n] = peak(root)
+    # Only the epoch's permutation (8 bytes a sample) may grow with n; buffering the encoded
+    # samples (a dict of bytes each) would cost hundreds of bytes a sample.
+    per_sample = (peaks[4000] - peaks[400]) / 3600
+    assert per_sample < 32, peaks
+
+
+def _truncate(root):
+    shard = root / "train/train-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:1000])
+
+
+def _overwrite(root):
+    shard = root / "train/train-000001.tar"
+    shard.write_bytes(bytes(shard.stat().st_size))
+
+
+def _drop_offsets(root):
+    table = read_manifest(root)
+    pq.write_table(table.drop_columns(["offset", "length"]), root / "manifest.parquet")
+
+
+def _delete(root):
+    (root / "train/train-000001.tar").unlink()
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "when", "message"),
+    [
+        (_truncate, "open", r"train-000001.tar: 1000 bytes, but the manifest points up to"),
+        (_delete, "open", "train-000001.tar: shard not found"),
+        (_overwrite, "read", r"no PNG of s\d+ at bytes \d+\.\.\d+; the manifest does not match"),
+        (_drop_offsets, "open", r"no byte offsets \(written by an older ganlib\)"),
+    ],
+    ids=["truncated", "missing", "overwritten", "old-manifest"],
+)
+def test_shards_that_do_not_match_the_manifest_are_a_clear_error(tmp_path, corrupt, when, message):
+    root = tmp_path / "shards"
+    write_shards(samples(), root, shard_size=10, val_fraction=0, classes=None, progress=False)
+    corrupt(root)
+    args = {"batch_size": 70, "rank": 0, "world_size": 1, "num_workers": 0, "seed": 0}
+    if when == "open":  # found from the manifest and the file sizes, before any batch
+        with pytest.raises(GanlibError, match=message + ".*re-run the shard stage"):
+            ShardLoader(root, **args)
+    else:
+        loader = ShardLoader(root, **args)
+        with pytest.raises(GanlibError, match=message + ".*re-run the shard stage"):
+            next(iter(loader))
+    with pytest.raises(GanlibError, match=message):
+        next(iter_split(root, "train", batch_size=70))
 
 
 class _Uneven(IterableDataset):

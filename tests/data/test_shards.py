@@ -98,6 +98,35 @@ def test_manifest_rows_point_at_the_stored_members(tmp_path):
         assert (r["label"], r["width"], r["height"], r["origin"]) == (i % 3, 8, 8, f"src#{i}")
 
 
+@pytest.mark.parametrize("paired", [False, True])
+def test_manifest_byte_ranges_are_exactly_the_stored_pngs(tmp_path, paired):
+    out = tmp_path / "shards"
+    long_key = "k" * 150  # its PAX header makes the member header longer than 512 bytes
+    items = [
+        *samples(20, paired=paired),
+        Sample(long_key, next(samples(1, paired=paired)).images, 0, ""),
+    ]
+    write(items, out)
+    m = read_manifest(out)
+    for name in ("offset", "length", "offset_b", "length_b"):
+        assert m.schema.field(name).type == "int64"
+    assert (m["offset_b"].null_count == 0) if paired else (m["offset_b"].null_count == m.num_rows)
+    fields = ["a.png", "b.png"] if paired else ["png"]
+    for r in m.to_pylist():
+        data = (out / r["shard"]).read_bytes()
+        with tarfile.open(out / r["shard"]) as tar:
+            members = {t.name: t for t in tar.getmembers()}
+        spans = [(r["offset"], r["length"]), (r["offset_b"], r["length_b"])][: len(fields)]
+        for field, (offset, length) in zip(fields, spans, strict=True):
+            member = members[f"{r['key']}.{field}"]
+            assert (offset, length) == (member.offset_data, member.size)
+        first = data[r["offset"] : r["offset"] + r["length"]]
+        assert hashlib.sha256(first).hexdigest() == r["sha256"]
+        if paired and r["key"] != long_key:
+            b = data[r["offset_b"] : r["offset_b"] + r["length_b"]]
+            np.testing.assert_array_equal(decode_png(b), image(int(r["key"][1:]) + 10**6))
+
+
 def test_stats_count_everything(tmp_path):
     out = tmp_path / "shards"
     items = [*samples(30), Skipped("x/broken.png", "truncated"), *samples(20, start=30)]

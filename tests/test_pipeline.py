@@ -1,0 +1,149 @@
+"""End to end: real `dvc repro` of every stage on a temporary copy of the project."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import copy_project
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+SMALL_TRAIN = {
+    "steps": 20,
+    "width": 8,
+    "z_dim": 16,
+    "batch_size": 16,
+    "ckpt_every": 10,
+    "log_every": 5,
+    "sample_every": 10,
+}
+
+
+def sh(project: Path, *cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=project, env=ENV, capture_output=True, text=True, timeout=900)
+
+
+def set_params(project: Path, section: str, **values) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    p = copy_project(tmp_path_factory.mktemp("project"))
+    set_params(p, "train", **SMALL_TRAIN)
+    result = sh(p, str(BIN / "dvc"), "repro")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return p
+
+
+def test_repro_writes_shards_manifest_and_stats(project):
+    stats = json.loads((project / "data/shards/stats.json").read_text())
+    assert stats["samples"] == 1797 and stats["train"] + stats["val"] == 1797
+    assert stats["skipped"] == 0 and len(stats["classes"]) == 10
+    assert 0.05 < stats["val"] / stats["samples"] < 0.15
+    manifest = pq.read_table(project / "data/shards/manifest.parquet")
+    assert manifest.num_rows == 1797
+    assert len(set(manifest["key"].to_pylist())) == 1797
+    tars = sorted((project / "data/shards/train").glob("*.tar"))
+    assert len(tars) == -(-stats["train"] // 500)  # shard_size 500 in params.yaml
+
+
+def test_repro_trains_and_tracks(project):
+    summary = json.loads((project / "train/summary.json").read_text())
+    assert summary["steps"] == 20 and summary["images_seen"] == 20 * 16 * 2
+    assert summary["images_per_s"] > 0
+    with open(project / "train/history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [5, 10, 15, 20]
+    assert all(float(r["loss_D"]) > 0 for r in rows)
+    grid = Image.open(project / "train/samples.png")
+    assert grid.size == ((8 * (32 + 2) + 2) * 4,) * 2  # 8x8 tiles of 32 px + 2 px gaps, x4
+    config = json.loads((project / "models/generator/config.json").read_text())
+    assert config["model_config"]["resolution"] == 32 and config["step"] == 20
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.data.params["train.steps"] == "20" and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_D")] == [5, 10, 15, 20]
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
+    assert artifacts == ["samples/samples_step0000010.png", "samples/samples_step0000020.png"]
+
+
+def test_second_repro_runs_nothing(project):
+    before = (project / "train/summary.json").stat().st_mtime_ns
+    result = sh(project, str(BIN / "dvc"), "repro")
+    assert result.returncode == 0, result.stderr
+    assert "didn't change, skipping" in result.stdout
+    assert "Running stage" not in result.stdout
+    assert (project / "train/summary.json").stat().st_mtime_ns == before
+
+
+def test_two_fresh_copies_give_byte_identical_shards(project, tmp_path):
+    other = copy_project(tmp_path)
+    result = sh(other, str(BIN / "dvc"), "repro", "shard")
+    assert result.returncode == 0, result.stderr
+    files = sorted(p.relative_to(project) for p in (project / "data/shards").rglob("*") if p.is_file())
+    assert len(files) > 3
+    for rel in files:
+        assert (project / rel).read_bytes() == (other / rel).read_bytes(), rel
+
+
+@pytest.fixture()
+def bare(tmp_path) -> Path:
+    return copy_project(tmp_path)
+
+
+def test_bad_params_fail_in_one_line_before_anything(bare):
+    set_params(bare, "train", lr_g=-1.0)
+    result = sh(bare, sys.executable, "-m", "pipeline.shard")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: params.yaml: train.lr_g: must be > 0"
+    assert not (bare / "data").exists()
+
+
+def test_missing_source_path_leaves_no_partial_shards(bare):
+    set_params(bare, "data", source=f"imagefolder:{bare / 'nope'}")
+    result = sh(bare, sys.executable, "-m", "pipeline.shard")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "does not exist" in result.stderr
+    assert not (bare / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        ({"num_workers": 64}, "train.num_workers: 64 workers x 1 CPU need 64 CPUs"),
+        ({"batch_size": 4096}, "train.batch_size"),
+        ({"unknown": 1}, "unknown key train.unknown"),
+    ],
+)
+def test_train_refuses_bad_setups_before_ray(project, tmp_path, train, message):
+    p = copy_project(tmp_path)
+    (p / "data").symlink_to(project / "data")
+    set_params(p, "train", **train)
+    result = sh(p, sys.executable, "-m", "pipeline.train")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (p / "runs").exists() and not (p / "train").exists()
+
+
+def test_train_without_shards_says_what_to_run(bare):
+    result = sh(bare, sys.executable, "-m", "pipeline.train")
+    assert result.returncode == 2
+    assert "run `dvc repro shard` first" in result.stderr
