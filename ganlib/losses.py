@@ -1,10 +1,12 @@
 """GAN losses and gradient penalties, named as in their papers.
 
-Every adversarial loss is a pair of functions over D's raw logits ``[N]``: the D loss from
-``(real_logits, fake_logits)`` and the G loss from ``fake_logits``, each a mean over the
-batch. ``LOSSES`` maps the name used in ``params.yaml`` to that pair.
+Every adversarial loss is a sum of a real term and a fake term for D, and a fake term for G,
+each a mean over the batch of D's raw logits ``[N]``. Keeping D's two terms apart lets the
+training loop run D on real and on fake images as separate forwards, each followed by its own
+backward (BatchNorm sees real-only and fake-only batches, as in DCGAN, and DDP never sees two
+forwards before one backward). ``LOSSES`` maps the name used in ``params.yaml`` to a loss.
 
-The penalties return the bare penalty; the caller applies its weight (``gp_lambda`` for
+The penalties return the bare penalty; the caller applies its weight (``gp_weight`` for
 WGAN-GP, ``r1_gamma / 2`` for R1).
 """
 
@@ -19,61 +21,47 @@ from torch import Tensor
 
 
 class AdversarialLoss(NamedTuple):
-    """One adversarial objective: ``d_loss(real_logits, fake_logits)``, ``g_loss(fake_logits)``."""
+    """One adversarial objective: D's loss is ``d_real(D(x)) + d_fake(D(G(z)))``, G's is
+    ``g_loss(D(G(z)))``."""
 
-    d_loss: Callable[[Tensor, Tensor], Tensor]
+    d_real: Callable[[Tensor], Tensor]
+    d_fake: Callable[[Tensor], Tensor]
     g_loss: Callable[[Tensor], Tensor]
 
-
-def nonsaturating_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """Goodfellow et al. 2014: ``softplus(-D(x)) + softplus(D(G(z)))``, binary cross-entropy."""
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        return self.d_real(real_logits) + self.d_fake(fake_logits)
 
 
-def nonsaturating_g_loss(fake_logits: Tensor) -> Tensor:
-    """``softplus(-D(G(z)))``: G maximises log D(G(z)), whose gradient does not vanish early."""
-    return F.softplus(-fake_logits).mean()
+# Non-saturating (Goodfellow et al. 2014; the seed's formula): D minimises
+# softplus(-D(x)) + softplus(D(G(z))), binary cross-entropy; G minimises softplus(-D(G(z))),
+# i.e. maximises log D(G(z)), whose gradient does not vanish early in training.
+NONSATURATING = AdversarialLoss(
+    d_real=lambda real: F.softplus(-real).mean(),
+    d_fake=lambda fake: F.softplus(fake).mean(),
+    g_loss=lambda fake: F.softplus(-fake).mean(),
+)
+# Hinge (Lim & Ye 2017; SNGAN, BigGAN): relu(1 - D(x)) + relu(1 + D(G(z))); G: -D(G(z)).
+HINGE = AdversarialLoss(
+    d_real=lambda real: F.relu(1.0 - real).mean(),
+    d_fake=lambda fake: F.relu(1.0 + fake).mean(),
+    g_loss=lambda fake: -fake.mean(),
+)
+# Least squares (Mao et al. 2017), targets 1 and 0: 0.5 (D(x) - 1)^2 + 0.5 D(G(z))^2;
+# G: 0.5 (D(G(z)) - 1)^2.
+LSGAN = AdversarialLoss(
+    d_real=lambda real: 0.5 * (real - 1.0).square().mean(),
+    d_fake=lambda fake: 0.5 * fake.square().mean(),
+    g_loss=lambda fake: 0.5 * (fake - 1.0).square().mean(),
+)
+# Wasserstein critic (Arjovsky et al. 2017): D(G(z)) - D(x); G: -D(G(z)). Unbounded on its
+# own: pair it with gradient_penalty (WGAN-GP).
+WGAN = AdversarialLoss(
+    d_real=lambda real: -real.mean(),
+    d_fake=lambda fake: fake.mean(),
+    g_loss=lambda fake: -fake.mean(),
+)
 
-
-def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """Hinge loss (Lim & Ye 2017; SNGAN, BigGAN): ``relu(1 - D(x)) + relu(1 + D(G(z)))``."""
-    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
-
-
-def hinge_g_loss(fake_logits: Tensor) -> Tensor:
-    """``-D(G(z))``."""
-    return -fake_logits.mean()
-
-
-def lsgan_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """Least squares GAN (Mao et al. 2017), targets 1 and 0: ``0.5((D(x)-1)^2 + D(G(z))^2)``."""
-    return 0.5 * ((real_logits - 1.0).square().mean() + fake_logits.square().mean())
-
-
-def lsgan_g_loss(fake_logits: Tensor) -> Tensor:
-    """``0.5 (D(G(z)) - 1)^2``."""
-    return 0.5 * (fake_logits - 1.0).square().mean()
-
-
-def wgan_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """Wasserstein critic loss (Arjovsky et al. 2017): ``D(G(z)) - D(x)``.
-
-    Unbounded on its own: pair it with :func:`gradient_penalty` (WGAN-GP).
-    """
-    return fake_logits.mean() - real_logits.mean()
-
-
-def wgan_g_loss(fake_logits: Tensor) -> Tensor:
-    """``-D(G(z))``."""
-    return -fake_logits.mean()
-
-
-LOSSES = {
-    "nonsaturating": AdversarialLoss(nonsaturating_d_loss, nonsaturating_g_loss),
-    "hinge": AdversarialLoss(hinge_d_loss, hinge_g_loss),
-    "lsgan": AdversarialLoss(lsgan_d_loss, lsgan_g_loss),
-    "wgan": AdversarialLoss(wgan_d_loss, wgan_g_loss),
-}
+LOSSES = {"nonsaturating": NONSATURATING, "hinge": HINGE, "lsgan": LSGAN, "wgan": WGAN}
 
 
 def interpolate(real: Tensor, fake: Tensor) -> Tensor:

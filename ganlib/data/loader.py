@@ -10,14 +10,15 @@ or loader workers, which is what makes exact resumption from a batch index possi
 
 Loader worker ``i`` of ``K`` yields batches ``b+i, b+i+K, ...`` (``b`` = start batch); the
 PyTorch DataLoader takes one batch from each worker in turn, so they come out as ``b, b+1, ...``.
-Such batches gather samples from all over the split, so a worker reads them by random access:
-the manifest is a byte index into the tars (``offset``/``length`` of each image, see
-:mod:`ganlib.data.shards`), like WebDataset's own indexed ``wids`` datasets, and a worker reads
-each of its batches' images with one ``os.pread`` apiece, in batch order, and decodes them. Each
-sample's bytes are read once per epoch over all ranks and workers, nothing is held beyond the
-batch being built, and the first batch costs B reads. The tars stay plain WebDataset shards
-that any WebDataset reader can stream (e.g. from object storage), but this loader needs them on
-a local or shared filesystem.
+Batches fixed at the sample level gather their samples from all over the split; assembling
+them by streaming the tars would make every worker read the whole split and buffer its share
+of it. So the loader reads by random access: the manifest is a byte index into the tars
+(``offset``/``length`` of each image, see :mod:`ganlib.data.shards`), like WebDataset's own
+indexed ``wids`` datasets. A worker reads each image of its batches with one ``os.pread``, in
+batch order, and decodes it; each sample's bytes are read once per epoch over all ranks and
+workers, nothing is held beyond the batch being built, and the first batch costs just its own
+reads. The tars stay plain WebDataset shards that any WebDataset reader can stream (e.g. from
+object storage), but this loader needs them on a local or shared filesystem.
 
 Evaluation (:func:`iter_split`) reads one split in manifest order, every sample exactly once,
 the same way.

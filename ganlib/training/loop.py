@@ -2,11 +2,14 @@
 snapshot, checkpoint. It runs the same in a plain process and in every Ray Train worker; where
 it runs is a :class:`~ganlib.training.session.Session`.
 
-DDP notes (see FIELD_NOTES): G and D have separate DDP wrappers. D sees real and fake in *one*
-forward on ``cat([real, fake])`` and every extra D forward (R1, gradient penalty) is followed
-by its own backward, which avoids the CUDA BatchNorm + DDP in-place error; D's BatchNorm
-buffers are not broadcast (``forward_sync_buffers=False``) because D is never run in eval mode.
-In the G phase D is used unwrapped with frozen parameters: only G's gradients are wanted.
+DDP notes (see FIELD_NOTES): G and D have separate DDP wrappers. Every D forward (real, fake,
+R1, gradient penalty) is followed by its own backward: DDP refuses two forwards before one
+backward, and it avoids the CUDA BatchNorm + DDP in-place error. Real and fake go through D
+separately, so D's BatchNorm sees real-only and fake-only batches in the D phase and fake-only
+ones in the G phase, as in DCGAN (one forward on ``cat([real, fake])`` would give D a
+different function in each phase). D's BatchNorm buffers are not broadcast
+(``forward_sync_buffers=False``): D is never run in eval mode. In the G phase D is used
+unwrapped with frozen parameters: only G's gradients are wanted.
 """
 
 from __future__ import annotations
@@ -215,7 +218,7 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         want_log = step % cfg.log_every == 0 or step == cfg.steps
         r1_due = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
 
-        # -- D phase: real vs detached fake, one D forward on both ---------------------------
+        # -- D phase: real, then detached fake; each forward followed by its own backward ----
         G.requires_grad_(False)
         D.requires_grad_(True)
         r1 = gp = torch.zeros((), device=device)
@@ -223,14 +226,17 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
             real, y = to_device(cursor.next())
             z = torch.randn(B, cfg.z_dim, device=device)
             with torch.no_grad(), autocast:
-                fake = G(z, y)  # [B, C, H, W]; unwrapped G: no gradients, no DDP
-            yy = torch.cat([y, y]) if conditional else None
-            with autocast:
-                logits = D_ddp(augment(torch.cat([real, fake.to(real.dtype)])), yy).float()
-            real_logits, fake_logits = logits.chunk(2)  # [B], [B]
-            loss_D = loss_fns.d_loss(real_logits, fake_logits)
+                fake = G(z, y).to(real.dtype)  # [B, C, H, W]; unwrapped G: no grads, no DDP
             opt_D.zero_grad(set_to_none=True)
-            loss_D.backward()
+            with autocast:
+                real_logits = D_ddp(augment(real), y).float()  # [B]
+            loss_D_real = loss_fns.d_real(real_logits)
+            loss_D_real.backward()
+            with autocast:
+                fake_logits = D_ddp(augment(fake), y).float()  # [B]
+            loss_D_fake = loss_fns.d_fake(fake_logits)
+            loss_D_fake.backward()
+            loss_D = loss_D_real.detach() + loss_D_fake.detach()
             # -- D regularisers, each with its own forward and backward. "0 * logits" puts
             # every D parameter in the graph: DDP fails when a backward leaves some without a
             # gradient (the last bias does not touch the input gradient) - as in StyleGAN2-ADA.
