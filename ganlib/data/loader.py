@@ -80,18 +80,15 @@ class _Split:
 def _read_split(shard_root: Path, split: str) -> _Split:
     """The manifest rows of ``split``, checked against the sizes of their shard files."""
     shard_root = Path(shard_root)
-    table = read_manifest(shard_root)
     root = shard_root if shard_root.is_dir() else shard_root.parent
+    # Only the columns used here: the others (sha256, origin) would double the memory.
+    span_columns = [c for pair in SPAN_COLUMNS for c in pair]
+    table = read_manifest(shard_root, columns=["key", "split", "shard", "label", *span_columns])
     meta = manifest_metadata(table)
     fields = tuple(meta["fields"])
-    columns = SPAN_COLUMNS[: len(fields)]  # [(offset column, length column)] per field
-    if any(c not in table.column_names for pair in columns for c in pair):
-        raise GanlibError(
-            f"{root}: the manifest has no byte offsets (written by an older ganlib); "
-            "re-run the shard stage"
-        )
+    spans = SPAN_COLUMNS[: len(fields)]  # [(offset column, length column)] per field
     part = table.filter(pc.equal(table["split"], split))
-    if any(part[c].null_count for pair in columns for c in pair):
+    if any(part[c].null_count for pair in spans for c in pair):
         raise GanlibError(f"{root}: {split} rows without byte offsets; re-run the shard stage")
     # Dictionary codes follow first appearance, so shard ids keep the manifest's shard order.
     shards = pc.dictionary_encode(part["shard"]).combine_chunks()
@@ -100,7 +97,7 @@ def _read_split(shard_root: Path, split: str) -> _Split:
         shard_ids=shards.indices.to_numpy(zero_copy_only=False),
         paths=[str(root / s) for s in shards.dictionary.to_pylist()],
         spans=np.stack(
-            [np.stack([part[o].to_numpy(), part[n].to_numpy()], axis=-1) for o, n in columns],
+            [np.stack([part[o].to_numpy(), part[n].to_numpy()], axis=-1) for o, n in spans],
             axis=1,
         ).astype(np.int64, copy=False),
         labels=part["label"].fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64),

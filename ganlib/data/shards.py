@@ -123,14 +123,23 @@ def write_shards(
     return stats
 
 
-def read_manifest(path: Path) -> pa.Table:
-    """The manifest table of a shard root (``path`` is the root or the parquet file itself)."""
+def read_manifest(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """The manifest table of a shard root (``path`` is the root or the parquet file itself).
+
+    ``columns`` selects columns (all by default; fewer save memory on large manifests).
+    """
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST
     if not path.is_file():
         raise GanlibError(f"{path}: manifest not found; run the shard stage first")
-    return pq.read_table(path)
+    missing = sorted(set(columns or ()) - set(pq.read_schema(path).names))
+    if missing:
+        raise GanlibError(
+            f"{path}: no {', '.join(missing)} column(s), written by an older ganlib; "
+            "re-run the shard stage"
+        )
+    return pq.read_table(path, columns=columns)
 
 
 def manifest_metadata(table: pa.Table) -> dict[str, Any]:

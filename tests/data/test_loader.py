@@ -248,7 +248,7 @@ def _delete(root):
         (_truncate, "open", r"train-000001.tar: 1000 bytes, but the manifest points up to"),
         (_delete, "open", "train-000001.tar: shard not found"),
         (_overwrite, "read", r"no PNG of s\d+ at bytes \d+\.\.\d+; the manifest does not match"),
-        (_drop_offsets, "open", r"no byte offsets \(written by an older ganlib\)"),
+        (_drop_offsets, "open", r"no length, offset column\(s\), written by an older ganlib"),
     ],
     ids=["truncated", "missing", "overwritten", "old-manifest"],
 )
