@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,6 @@ class RunSpec:
     mlflow_run_id: str | None = None
     fail_at_step: int | None = None  # tests: the last rank dies once at this step
     fail_marker: str | None = None  # file that makes the injected failure happen only once
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def dataset_info(shards: str | Path) -> dict[str, Any]:
@@ -203,9 +203,7 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
             "history": history,
             "resumed_from": resumed_from,
             "fixed_z": fixed_z,
-            **{k: counters[k] for k in counters},
-            "epoch": cursor.epoch,
-            "batch": cursor.batch,
+            **counters,  # step, epoch and batch (the data cursor), images seen, wall time
         }
 
     window_t0, window_images = time.perf_counter(), 0
@@ -369,8 +367,6 @@ def _maybe_fail(spec: RunSpec, step: int, rank: int, world: int) -> None:
     if marker.exists():
         return
     marker.write_text(str(step))
-    import os
-
     os._exit(17)  # a hard crash, as when a node dies: no exception, no cleanup
 
 
