@@ -63,7 +63,7 @@ def dataset_info(shards: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise GanlibError(f"{path}: no shards here; run `dvc repro shard` first")
     stats = json.loads(path.read_text())
-    meta = manifest_metadata(read_manifest(Path(shards)))
+    meta = manifest_metadata(read_manifest(Path(shards), columns=["key"]))  # metadata only
     return {
         "resolution": int(stats["resolution"]),
         "channels": int(stats["channels"]),
@@ -174,7 +174,7 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         else contextlib.nullcontext()
     )
     fixed_z = torch.randn(GRID, cfg.z_dim, generator=torch.Generator().manual_seed(spec.seed))
-    fixed_y = torch.arange(GRID) % mcfg["num_classes"] if conditional else None
+    fixed_y = grid_labels(mcfg["num_classes"])
     tracker = _Tracker(spec) if rank == 0 else None
 
     def to_device(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -330,6 +330,11 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         # rank has reported and the result carries the checkpoint we resumed from.
         session.report({"step": counters["step"]}, snapshot() or None)
     return {"step": counters["step"], "diverged_at": None, "G": G, "D": D, "G_ema": G_ema}
+
+
+def grid_labels(num_classes: int) -> torch.Tensor | None:
+    """The class of each grid cell (cycling through the classes), None for unconditional G."""
+    return torch.arange(GRID) % num_classes if num_classes else None
 
 
 @torch.no_grad()

@@ -23,11 +23,11 @@ from ganlib.grid import save_grid
 from ganlib.models import SUPPORTED_RESOLUTIONS, build_generator
 from ganlib.training.distributed import fit, run_identity
 from ganlib.training.loop import (
-    GRID,
     HISTORY_COLUMNS,
     RunSpec,
     dataset_info,
     generator_from_checkpoint,
+    grid_labels,
     sample_grid,
 )
 
@@ -199,7 +199,6 @@ def load_generator(directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
 def write_samples(state: dict[str, Any], path: Path) -> Path:
     """``train/samples.png``: the 8x8 grid of G_ema on the run's fixed noise."""
     G = generator_from_checkpoint(state)
-    ncls = state["model_config"]["num_classes"]
-    y = torch.arange(GRID) % ncls if ncls else None
+    y = grid_labels(state["model_config"]["num_classes"])
     scale = max(1, 128 // state["model_config"]["resolution"])
     return save_grid(sample_grid(G, state["fixed_z"], y), path, scale=scale)
