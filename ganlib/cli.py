@@ -1,14 +1,19 @@
 """The ``ganlib`` command.
 
 ``ganlib shards info PATH`` prints what a shard directory (or its manifest) holds.
+``ganlib sample --model SRC -n 64 --out grid.png`` draws images by seed from a registered model
+(``models:/NAME@alias``, ``models:/NAME/VERSION``), an exported generator (``models/generator``)
+or a training checkpoint directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ganlib.errors import GanlibError
 
@@ -32,6 +37,71 @@ def _shards_info(args: argparse.Namespace) -> None:
         print("  classes: none (unlabelled)")
 
 
+def _sample(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    from ganlib.grid import save_grid
+
+    if args.n < 1 or args.nrow < 1:
+        bad, value = ("-n", args.n) if args.n < 1 else ("--nrow", args.nrow)
+        raise GanlibError(f"{bad}: must be at least 1, got {value}")
+    out = Path(args.out)
+    if out.suffix not in (".png", ".npy"):
+        raise GanlibError(f"--out: {out} must end in .png (a grid) or .npy (the uint8 array)")
+    seeds = list(range(args.seed, args.seed + args.n))
+    labels = None if args.label is None else [args.label] * args.n
+    if args.model.startswith("models:/"):
+        from ganlib.registry import sample_registered
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr: errors
+        images = sample_registered(args.model, _tracking_uri(args.tracking_uri), seeds, labels)
+    else:
+        from ganlib.sampling import generate
+
+        images = generate(*_load_local(Path(args.model)), seeds, labels)  # [N, H, W, C]
+    if out.suffix == ".npy":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, images)
+    else:  # back to [-1, 1]: save_grid's to_uint8 maps these onto exactly the same bytes
+        save_grid(torch.from_numpy(images).permute(0, 3, 1, 2) / 127.5 - 1, out, nrow=args.nrow)
+    n, h, w, c = images.shape
+    print(f"{out}: {n} images {h}x{w}x{c} from {args.model}, seeds {seeds[0]}..{seeds[-1]}")
+
+
+def _load_local(path: Path):
+    """``(G, model_config)`` of an exported generator directory or a training checkpoint."""
+    from ganlib.sampling import GENERATOR_CONFIG, load_generator
+    from ganlib.training.checkpoint import FILENAME, load_checkpoint
+    from ganlib.training.loop import generator_from_checkpoint
+
+    if (path / GENERATOR_CONFIG).is_file():
+        G, meta = load_generator(path)
+        return G, meta["model_config"]
+    if path.is_file() or (path / FILENAME).is_file():
+        state = load_checkpoint(path)
+        return generator_from_checkpoint(state), state["model_config"]
+    raise GanlibError(
+        f"--model: {path} is not models:/NAME@ALIAS, an exported generator directory "
+        f"({GENERATOR_CONFIG} + generator.pt) or a checkpoint directory ({FILENAME})"
+    )
+
+
+def _tracking_uri(arg: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else params.yaml's, else the default."""
+    from ganlib import tracking
+    from ganlib.config import MlflowConfig, load_params
+
+    project = Path.cwd()
+    uri = arg or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        params = project / "params.yaml"
+        uri = (load_params(params).mlflow if params.is_file() else MlflowConfig()).tracking_uri
+    uri = tracking.resolve_uri(uri, project)
+    tracking.check_reachable(uri)
+    return uri
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganlib", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", help="a shard directory (data/shards) or its manifest.parquet")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=_shards_info)
+
+    sample = commands.add_parser("sample", help="images by seed from a generator")
+    sample.add_argument(
+        "--model",
+        required=True,
+        help="models:/NAME@ALIAS, models:/NAME/VERSION, an exported generator directory "
+        "(models/generator) or a training checkpoint directory",
+    )
+    sample.add_argument("-n", type=int, default=64, help="number of images (default 64)")
+    sample.add_argument("--out", required=True, help="grid .png, or .npy for uint8 [N, H, W, C]")
+    sample.add_argument("--seed", type=int, default=0, help="first seed; images use seed..seed+n-1")
+    sample.add_argument("--label", type=int, help="class of every image (default: seed %% K)")
+    sample.add_argument(
+        "--tracking-uri",
+        help="for models:/ (default: $MLFLOW_TRACKING_URI, else params.yaml's mlflow.tracking_uri)",
+    )
+    sample.add_argument("--nrow", type=int, default=8, help="grid images per row (default 8)")
+    sample.set_defaults(func=_sample)
     return parser
 
 

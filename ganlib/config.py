@@ -9,6 +9,7 @@ expensive (Ray, MLflow, sharding) starts.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -22,7 +23,7 @@ from ganlib.errors import GanlibError
 
 TASKS = ("generation", "inpainting", "translation")
 SOURCE_SCHEMES = ("builtin", "imagefolder", "parquet", "npz")
-BUILTIN_SOURCES = ("digits", "photos")
+BUILTIN_SOURCES = ("digits", "photos", "photos2art")
 AUGMENT_POLICIES = ("color", "translation", "cutout")  # DiffAugment, ganlib/data/augment.py
 
 
@@ -41,15 +42,17 @@ class DataConfig:
 
     SECTION: typing.ClassVar[str] = "data"
 
-    # "scheme:rest", see SPEC section 4: builtin:digits, builtin:photos, imagefolder:PATH,
-    # parquet:PATH_OR_GLOB, npz:PATH
+    # "scheme:rest", see SPEC section 4: builtin:digits, builtin:photos, builtin:photos2art
+    # (translation pairs), imagefolder:PATH, parquet:PATH_OR_GLOB, npz:PATH
     source: str = "builtin:digits"
     resolution: int = 32  # images are centre-cropped to a square and resized to this side
     channels: int = 1  # 1 (grayscale) or 3 (RGB)
     val_fraction: float = 0.1  # share of samples in val, split by a stable hash of the key
     shard_size: int = 1000  # samples per tar shard
-    paired: bool = False  # translation: A/B images matched by file name
+    paired: bool = False  # imagefolder: PATH/A and PATH/B matched by file name (translation)
+    unpaired: bool = False  # imagefolder: PATH/A and PATH/B independent, any counts (translation)
     image_column: str = "image"  # parquet: the column of {bytes, path} structs or raw bytes
+    image_column_b: str = ""  # parquet: a second image column; rows become (A, B) pairs
     label_column: str = "label"  # parquet: integer labels, used when the column exists
     max_image_pixels: int = 89_478_485  # larger images are skipped as decompression bombs
 
@@ -74,6 +77,24 @@ class DataConfig:
         _require(0.0 <= self.val_fraction < 1.0, f"{k}.val_fraction", "must be in [0, 1)")
         _require(self.shard_size >= 1, f"{k}.shard_size", "must be >= 1")
         _require(self.max_image_pixels >= 64, f"{k}.max_image_pixels", "must be >= 64")
+        for name in ("paired", "unpaired"):
+            _require(
+                not getattr(self, name) or scheme == "imagefolder",
+                f"{k}.{name}",
+                "applies to imagefolder:PATH only (its A and B sub-folders)",
+            )
+        both = self.paired and self.unpaired
+        _require(not both, f"{k}.unpaired", "data.paired is true too; pick one")
+        _require(
+            not self.image_column_b or scheme == "parquet",
+            f"{k}.image_column_b",
+            "applies to parquet sources only",
+        )
+        _require(
+            self.image_column_b != self.image_column,
+            f"{k}.image_column_b",
+            "must differ from data.image_column",
+        )
 
     @property
     def scheme(self) -> str:
@@ -148,6 +169,170 @@ class TrainConfig:
         )
 
 
+FEATURIZE_KINDS = ("auto", "classifier", "random", "inception")
+# Train settings a sweep may search; the rest fix what is trained, or how it is run.
+TUNABLE = (
+    "loss", "lr_g", "lr_d", "beta1", "beta2", "r1_gamma", "r1_every", "gp_weight",
+    "augment", "ema_kimg", "d_steps", "width", "z_dim",
+)  # fmt: skip
+SEARCH_KINDS = ("choice", "uniform", "loguniform", "randint", "grid")
+
+
+@dataclass(frozen=True)
+class FeaturizeConfig:
+    """``featurize:`` -- the feature extractor behind every metric, and its reference data."""
+
+    SECTION: typing.ClassVar[str] = "featurize"
+
+    # auto: classifier when the train split is labelled, else random. inception: the standard
+    # FID Inception-v3, weights from ``inception_weights`` (never downloaded).
+    kind: Literal["auto", "classifier", "random", "inception"] = "auto"
+    inception_weights: str = ""  # path to pt_inception-2015-12-05-6726825d.pth
+    classifier_epochs: int = 10
+    classifier_lr: float = 3e-3
+    batch_size: int = 64  # classifier training batch
+    max_reference: int = 50_000  # real train images in the reference features (seeded subset)
+
+    def __post_init__(self) -> None:
+        k = self.SECTION
+        _require(
+            self.kind != "inception" or bool(self.inception_weights),
+            f"{k}.inception_weights",
+            "kind inception needs the path of the FID Inception weights file",
+        )
+        for name in ("classifier_epochs", "batch_size", "max_reference"):
+            _require(getattr(self, name) >= 1, f"{k}.{name}", "must be >= 1")
+        _require(self.classifier_lr > 0, f"{k}.classifier_lr", "must be > 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """``eval:`` -- how the evaluate stage measures the generator (the protocol card)."""
+
+    SECTION: typing.ClassVar[str] = "eval"
+
+    # Generated images per metric; clamped to the val split's size so that the real-vs-real
+    # floor (val against train) is measured with as many images, under the same card.
+    num_fake: int = 2000
+    k: int = 5  # nearest neighbours for precision/recall and density/coverage
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    min_class_coverage: float = 0.9  # below this share of classes, flag mode collapse
+    batch_size: int = 250
+
+    def __post_init__(self) -> None:
+        k = self.SECTION
+        for name in ("num_fake", "k", "kid_subsets", "kid_subset_size", "batch_size"):
+            _require(getattr(self, name) >= 1, f"{k}.{name}", "must be >= 1")
+        _require(0 < self.min_class_coverage <= 1, f"{k}.min_class_coverage", "must be in (0, 1]")
+
+
+def _default_space() -> dict[str, Any]:
+    return {
+        "lr_g": {"loguniform": [1e-4, 1e-3]},
+        "lr_d": {"loguniform": [1e-4, 1e-3]},
+        "loss": {"choice": ["nonsaturating", "hinge"]},
+    }
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """``tune:`` -- the Ray Tune sweep: single-process trials, ASHA on an in-training FID."""
+
+    SECTION: typing.ClassVar[str] = "tune"
+
+    enabled: bool = True  # false: the train stage uses train: as written
+    num_samples: int = 8  # trials drawn from the space (grid values multiply it)
+    steps: int = 400  # G steps of a trial that is never stopped early
+    report_every: int = 100  # steps between FID probes (the ASHA rungs)
+    grace_period: int = 100  # steps before ASHA may stop a trial
+    reduction_factor: int = 2
+    max_concurrent: int = 2  # trials at a time, one CPU each
+    probe_fakes: int = 500  # generated images per in-training FID probe
+    # train key -> {choice: [...]} | {uniform: [lo, hi]} | {loguniform: [lo, hi]} |
+    # {randint: [lo, hi]} | {grid: [...]}; keys from TUNABLE
+    space: dict = field(default_factory=_default_space)
+
+    def __post_init__(self) -> None:
+        k = self.SECTION
+        for name in ("num_samples", "steps", "report_every", "grace_period", "probe_fakes"):
+            _require(getattr(self, name) >= 1, f"{k}.{name}", "must be >= 1")
+        _require(self.reduction_factor >= 2, f"{k}.reduction_factor", "must be >= 2")
+        _require(self.max_concurrent >= 1, f"{k}.max_concurrent", "must be >= 1")
+        for name in ("report_every", "grace_period"):
+            _require(getattr(self, name) <= self.steps, f"{k}.{name}", "must be <= tune.steps")
+        for key, spec in self.space.items():
+            where = f"{k}.space.{key}"
+            _require(key in TUNABLE, where, f"not searchable; use one of {', '.join(TUNABLE)}")
+            _require(
+                isinstance(spec, Mapping) and len(spec) == 1 and next(iter(spec)) in SEARCH_KINDS,
+                where,
+                "must be one of " + ", ".join(f"{{{s}: [...]}}" for s in SEARCH_KINDS),
+            )
+            ((kind, values),) = spec.items()
+            _require(
+                isinstance(values, list) and len(values) >= 1,
+                f"{where}.{kind}",
+                "must be a non-empty list",
+            )
+            if kind in ("uniform", "loguniform", "randint"):
+                # YAML 1.1 reads 1e-4 as a string: take numbers written that way too.
+                values = [_number(v) for v in values]
+                self.space[key] = {kind: values}
+                ok = len(values) == 2 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+                )
+                _require(ok and values[0] < values[1], f"{where}.{kind}", "must be [low, high]")
+                _require(
+                    kind != "loguniform" or values[0] > 0, f"{where}.{kind}", "low must be > 0"
+                )
+                candidates = [type(values[0])(v) for v in values]
+            else:
+                candidates = values
+            for value in candidates:  # every value must make a valid train config
+                try:
+                    _build(TrainConfig, {key: value}, prefix="train.")
+                except ConfigError as exc:
+                    why = str(exc).removeprefix("params.yaml: ")
+                    raise ConfigError(f"params.yaml: {where}: {why}") from None
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+# MLflow refuses '/' and ':' and names that are not their own normpath; '@' splits
+# ``models:/NAME@alias``; the rest keeps names readable in URIs and shells. 256 = the DB column.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,255}")
+
+
+def validate_model_name(name: str) -> None:
+    """Raise a one-line GanlibError unless ``name`` is a safe registered-model name."""
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
+        raise ConfigError(
+            f"params.yaml: register.model_name: {name!r} is not a valid MLflow model name "
+            "(letters, digits, '-', '_', '.', at most 256, not starting with '.' or '-'; "
+            "no '/' ':' '@' or spaces); pick another"
+        )
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    """``register:`` -- the MLflow Model Registry entry the register stage publishes to."""
+
+    SECTION: typing.ClassVar[str] = "register"
+
+    model_name: str = "ganlib-generator"
+
+    def __post_init__(self) -> None:
+        validate_model_name(self.model_name)
+
+
 @dataclass(frozen=True)
 class MlflowConfig:
     """``mlflow:`` -- where runs and registered models go."""
@@ -173,6 +358,10 @@ class Params:
     seed: int = 0  # the one seed every stage derives its randomness from
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    featurize: FeaturizeConfig = field(default_factory=FeaturizeConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
     @classmethod

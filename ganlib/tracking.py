@@ -64,12 +64,15 @@ def start_run(
     resume_file: Path | None = None,
     parent_run_id: str | None = None,
 ) -> str:
-    """Create a run (params logged once), or reopen the one recorded in ``resume_file``."""
+    """Create a run (params logged once), or reopen the one recorded in ``resume_file`` when
+    it did not finish (an interrupted stage continues its run; a finished one that is trained
+    further, e.g. with more steps, gets a new run)."""
     if resume_file is not None and resume_file.is_file():
         run_id = resume_file.read_text().strip()
         try:
-            mlflow_client.update_run(run_id, status="RUNNING")
-            return run_id
+            if mlflow_client.get_run(run_id).info.status != "FINISHED":
+                mlflow_client.update_run(run_id, status="RUNNING")
+                return run_id
         except Exception:  # the run was deleted, or another tracking server: start anew
             pass
     from mlflow.entities import Param

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from ganlib.config import Params, load_params
 from ganlib.errors import GanlibError
 
 PARAMS_FILE = "params.yaml"
+# Paths stages share, relative to the project directory.
+SHARDS = Path("data/shards")
+FEATURIZE = Path("featurize/extractor")
+TUNE_BEST = Path("tune/best.yaml")
+GENERATOR = Path("models/generator")
+TRAIN_SUMMARY = Path("train/summary.json")
 
 
 def params() -> Params:

@@ -1,8 +1,10 @@
 """DVC stage ``train``: shards -> a trained generator, under Ray Train DDP.
 
 Outs: ``models/generator/`` (weights + rebuild config), ``train/summary.json`` (metrics),
-``train/history.csv`` (plots), ``train/samples.png``. Reads ``seed``, ``data``, ``train`` and
-``mlflow`` from ``params.yaml``. On a cluster::
+``train/history.csv`` (plots), ``train/samples.png``. Reads ``seed``, ``train``, ``tune.enabled``
+and ``mlflow`` from ``params.yaml``; with tuning on, the values in ``tune/best.yaml`` replace
+those of ``train:``. Logs the in-training FID of the featurize stage's extractor at every
+checkpoint. On a cluster::
 
     ray job submit --address http://HEAD:8265 --working-dir . -- \\
         python -m pipeline.train --project /shared/path/to/this/project
@@ -15,8 +17,11 @@ import json
 from pathlib import Path
 
 from ganlib.config import load_params
-from ganlib.training.run import export_generator, train_run, write_history, write_samples
+from ganlib.sampling import export_generator
+from ganlib.training.run import train_run, write_history, write_samples
+from ganlib.tuning import apply_best
 from pipeline import _stage
+from pipeline._stage import FEATURIZE, TUNE_BEST
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,8 +32,9 @@ def main(argv: list[str] | None = None) -> None:
         help="project dir holding params.yaml and data/shards; outputs are written there too",
     )
     project = Path(parser.parse_args(argv).project).resolve()
-    params = load_params(project / _stage.PARAMS_FILE)
-    result = train_run(params, project)
+    params = apply_best(load_params(project / _stage.PARAMS_FILE), project / TUNE_BEST)
+    probe = project / FEATURIZE
+    result = train_run(params, project, probe_dir=probe if probe.is_dir() else None)
     export_generator(result.state, project / "models" / "generator")
     write_history(result.state["history"], project / "train" / "history.csv")
     write_samples(result.state, project / "train" / "samples.png")

@@ -15,6 +15,7 @@ from ganlib.data.shards import write_shards
 from ganlib.data.sources import open_source
 
 ROOT = Path(__file__).resolve().parents[1]
+PIPELINE_OUTPUTS = ("data", "featurize", "tune", "train", "eval", "register", "models")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -60,6 +61,8 @@ def copy_project(dst: Path) -> Path:
         text=True,
     ).stdout.split("\0")
     for rel in filter(None, files):
+        if rel.split("/")[0] in PIPELINE_OUTPUTS:
+            continue  # this checkout's results: a copy starts without them
         src = ROOT / rel
         if src.is_file():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,17 @@ def test_configs_are_frozen():
         ({"data": {"source": "imagefolder:"}}, "data.source: unknown source"),
         ({"data": 3}, "data: must be a mapping"),
         ({"task": "superres"}, "task: must be one of generation, inpainting, translation"),
+        ({"featurize": {"kind": "inception"}}, "featurize.inception_weights: kind inception needs"),
+        ({"featurize": {"kind": "vgg"}}, "featurize.kind: must be one of auto, classifier"),
+        ({"eval": {"min_class_coverage": 0}}, "eval.min_class_coverage: must be in (0, 1]"),
+        ({"tune": {"steps": 50}}, "tune.report_every: must be <= tune.steps"),
+        ({"tune": {"space": {"steps": {"choice": [1]}}}}, "tune.space.steps: not searchable"),
+        ({"tune": {"space": {"lr_g": [1e-4]}}}, "tune.space.lr_g: must be one of {choice"),
+        ({"tune": {"space": {"lr_g": {"loguniform": [0, 1]}}}}, "low must be > 0"),
+        ({"tune": {"space": {"lr_g": {"uniform": [1, 0.1]}}}}, "must be [low, high]"),
+        ({"tune": {"space": {"loss": {"choice": ["l2"]}}}}, "tune.space.loss: train.loss: must"),
+        ({"tune": {"space": {"lr_d": {"grid": [-1.0]}}}}, "tune.space.lr_d: train.lr_d: must"),
+        ({"register": {"model_name": "a/b"}}, "register.model_name: 'a/b' is not a valid MLflow"),
     ],
 )
 def test_bad_values_name_the_key(raw, message):
@@ -57,6 +68,11 @@ def test_bad_values_name_the_key(raw, message):
 def test_float_written_without_dot_is_accepted():
     # YAML 1.1 reads 1e-1 as a string; people write it anyway.
     assert Params.from_dict({"data": {"val_fraction": "1e-1"}}).data.val_fraction == 0.1
+
+
+def test_search_space_takes_numbers_written_without_dot():
+    space = Params.from_dict({"tune": {"space": {"lr_g": {"loguniform": ["1e-4", "1e-3"]}}}})
+    assert space.tune.space == {"lr_g": {"loguniform": [1e-4, 1e-3]}}
 
 
 def test_load_params_errors(tmp_path):

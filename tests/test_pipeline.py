@@ -40,10 +40,20 @@ def set_params(project: Path, section: str, **values) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+SMALL_REST = {
+    "featurize": {"classifier_epochs": 3},
+    "tune": {"num_samples": 2, "steps": 20, "report_every": 10, "grace_period": 10,
+             "probe_fakes": 100},
+    "eval": {"num_fake": 200, "kid_subsets": 20, "kid_subset_size": 100},
+}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     p = copy_project(tmp_path_factory.mktemp("project"))
     set_params(p, "train", **SMALL_TRAIN)
+    for section, values in SMALL_REST.items():
+        set_params(p, section, **values)
     result = sh(p, str(BIN / "dvc"), "repro")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return p
@@ -53,7 +63,7 @@ def test_repro_writes_shards_manifest_and_stats(project):
     stats = json.loads((project / "data/shards/stats.json").read_text())
     assert stats["samples"] == 1797 and stats["train"] + stats["val"] == 1797
     assert stats["skipped"] == 0 and len(stats["classes"]) == 10
-    assert 0.05 < stats["val"] / stats["samples"] < 0.15
+    assert 0.15 < stats["val"] / stats["samples"] < 0.25  # val_fraction 0.2
     manifest = pq.read_table(project / "data/shards/manifest.parquet")
     assert manifest.num_rows == 1797
     assert len(set(manifest["key"].to_pylist())) == 1797
@@ -82,6 +92,64 @@ def test_repro_trains_and_tracks(project):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_D")] == [5, 10, 15, 20]
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
     assert artifacts == ["samples/samples_step0000010.png", "samples/samples_step0000020.png"]
+
+
+def mlflow_client(project: Path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_repro_featurizes_with_the_digit_classifier(project):
+    report = json.loads((project / "featurize/report.json").read_text())
+    assert report["kind"] == "classifier" and report["reference_samples"] == 1797 - 369
+    assert 0.5 < report["val_accuracy"] <= 1  # 3 epochs; the default 8 reach ~0.95
+
+
+def test_repro_tunes_and_trains_with_the_best_trial(project):
+    best = yaml.safe_load((project / "tune/best.yaml").read_text())
+    assert best["enabled"] is True and set(best["train"]) == {"lr_g", "lr_d", "loss"}
+    trials = pq.read_table(project / "tune/trials.parquet").to_pylist()
+    assert len(trials) == 2 and best["fid"] == min(t["fid"] for t in trials)
+    assert {t["status"] for t in trials} <= {"completed", "stopped"}
+    client = mlflow_client(project)
+    children = client.search_runs(
+        [best_run(client, best).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{best['mlflow_run_id']}'",
+    )
+    assert len(children) == 2 and all("fid" in r.data.metrics for r in children)
+    summary = json.loads((project / "train/summary.json").read_text())
+    params = client.get_run(summary["mlflow_run_id"]).data.params
+    assert float(params["train.lr_g"]) == pytest.approx(best["train"]["lr_g"])
+    assert params["train.loss"] == best["train"]["loss"]
+
+
+def best_run(client, best):
+    return client.get_run(best["mlflow_run_id"])
+
+
+def test_repro_evaluates_under_a_protocol_card(project):
+    metrics = json.loads((project / "eval/metrics.json").read_text())
+    card = metrics["protocol"]
+    assert card["extractor"] == "classifier" and card["num_fake"] == 200
+    assert card["num_real"] == 1797 - 369 and card["reference_split"] == "train"
+    assert metrics["fid"] > metrics["floor"]["fid"] > 0  # 20 steps are far from real digits
+    assert 0 < metrics["class_coverage"] <= 1 and metrics["floor"]["class_coverage"] == 1
+    assert Image.open(project / "eval/sheets/classes.png").size[1] > 0
+
+
+def test_repro_registers_a_champion(project):
+    record = json.loads((project / "register/model.json").read_text())
+    assert (record["name"], record["version"], record["alias"]) == ("ganlib-digits", 1, "champion")
+    client = mlflow_client(project)
+    mv = client.get_model_version_by_alias("ganlib-digits", "champion")
+    assert mv.version == "1" and mv.run_id == record["run_id"]
+    metrics = json.loads((project / "eval/metrics.json").read_text())
+    assert mv.tags["protocol_hash"] == metrics["protocol_hash"]
+    assert float(mv.tags["metric.fid"]) == metrics["fid"]
+    assert json.loads(mv.tags["protocol_card"]) == metrics["protocol"]
+    assert len(mv.tags["data_hash"]) == 64 and mv.tags["git_commit"]
 
 
 def test_second_repro_runs_nothing(project):
@@ -148,3 +216,28 @@ def test_train_without_shards_says_what_to_run(bare):
     result = sh(bare, sys.executable, "-m", "pipeline.train")
     assert result.returncode == 2
     assert "run `dvc repro shard` first" in result.stderr
+
+
+def test_exp_run_promotes_only_a_better_generator(project):
+    """Runs last: `dvc exp run` changes the project's outputs and registry."""
+    assert sh(project, "git", "add", "-A").returncode == 0
+    who = ("-c", "user.name=ganlib", "-c", "user.email=ganlib@example.com")
+    commit = sh(project, "git", *who, "commit", "-qm", "base")
+    assert commit.returncode == 0, commit.stderr
+    client = mlflow_client(project)
+    first = json.loads((project / "train/summary.json").read_text())["mlflow_run_id"]
+
+    worse = sh(project, str(BIN / "dvc"), "exp", "run", "-S", "train.steps=2")
+    assert worse.returncode == 0, worse.stdout[-3000:] + worse.stderr[-3000:]
+    assert "Running stage 'tune'" not in worse.stdout  # steps do not change the sweep
+    record = json.loads((project / "register/model.json").read_text())
+    assert (record["version"], record["alias"]) == (2, "challenger")
+    assert client.get_model_version_by_alias("ganlib-digits", "champion").version == "1"
+    assert json.loads((project / "train/summary.json").read_text())["mlflow_run_id"] != first
+
+    better = sh(project, str(BIN / "dvc"), "exp", "run", "-S", "train.steps=300")
+    assert better.returncode == 0, better.stdout[-3000:] + better.stderr[-3000:]
+    record = json.loads((project / "register/model.json").read_text())
+    assert (record["version"], record["alias"], record["previous_champion"]) == (3, "champion", 1)
+    assert client.get_model_version_by_alias("ganlib-digits", "champion").version == "3"
+    assert client.get_model_version_by_alias("ganlib-digits", "challenger").version == "2"

@@ -20,6 +20,13 @@ workers, nothing is held beyond the batch being built, and the first batch costs
 reads. The tars stay plain WebDataset shards that any WebDataset reader can stream (e.g. from
 object storage), but this loader needs them on a local or shared filesystem.
 
+Unpaired translation (``unpaired=True``) draws domain A and domain B independently: the
+``a.png`` of the rows that have one and the ``b.png`` of the rows that have one, each in its own
+seeded permutation (stream 0 for A, stream 1 for B), ``min(N_A, N_B) // (B*W)`` batches an
+epoch. Batch ``j`` is still a fixed set of (A key, B key) per rank, so the properties above hold
+per domain; stored (A, B) pairs are never kept together (except by chance, 1 in N per position),
+so the same shards train pix2pix (paired) and CycleGAN (unpaired).
+
 Evaluation (:func:`iter_split`) reads one split in manifest order, every sample exactly once,
 the same way.
 """
@@ -50,16 +57,26 @@ _MAX_OPEN_SHARDS = 128
 
 
 def rank_batches(
-    n_samples: int, *, batch_size: int, rank: int, world_size: int, seed: int, epoch: int
+    n_samples: int,
+    *,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    seed: int,
+    epoch: int,
+    stream: int = 0,
 ) -> np.ndarray:
-    """Row indices (into the split, in manifest order) of rank ``rank``'s batches in ``epoch``.
+    """Indices (into ``range(n_samples)``) of rank ``rank``'s batches in ``epoch``.
 
     Returns ``[n_batches, batch_size]`` with ``n_batches = n_samples // (batch_size *
-    world_size)``; the same for every number of loader workers.
+    world_size)``; the same for every number of loader workers. ``stream`` draws an
+    independent permutation from the same (seed, epoch): unpaired translation shuffles domain
+    B with stream 1.
     """
     global_batch = batch_size * world_size
     n_batches = n_samples // global_batch
-    perm = np.random.default_rng([seed, epoch]).permutation(n_samples)  # [N]
+    key = [seed, epoch] if stream == 0 else [seed, epoch, stream]
+    perm = np.random.default_rng(key).permutation(n_samples)  # [N]
     steps = perm[: n_batches * global_batch].reshape(n_batches, world_size, batch_size)
     return steps[:, rank, :]  # [n_batches, B]
 
@@ -71,7 +88,9 @@ class _Split:
     keys: list[str]  # [N]
     shard_ids: np.ndarray  # [N] int, index into paths
     paths: list[str]  # tar files, in manifest order
-    spans: np.ndarray  # [N, F, 2] int64: (offset, length) of each image field in its shard
+    # [N, F, 2] int64: (offset, length) of each image field in its shard; (-1, -1) where a
+    # translation sample holds only the other domain
+    spans: np.ndarray
     labels: np.ndarray  # [N] int64, -1 when unlabelled
     fields: tuple[str, ...]  # ("png",) or ("a.png", "b.png")
     classes: list[str] | None
@@ -88,7 +107,16 @@ def _read_split(shard_root: Path, split: str) -> _Split:
     fields = tuple(meta["fields"])
     spans = SPAN_COLUMNS[: len(fields)]  # [(offset column, length column)] per field
     part = table.filter(pc.equal(table["split"], split))
-    if any(part[c].null_count for pair in spans for c in pair):
+    span_array = np.stack(
+        [
+            np.stack([part[c].fill_null(-1).to_numpy(zero_copy_only=False) for c in pair], -1)
+            for pair in spans
+        ],
+        axis=1,
+    ).astype(np.int64, copy=False)  # [N, F, 2]
+    # Single images need their one span; translation samples at least one of the two.
+    has = span_array[:, :, 1] >= 0  # [N, F]
+    if not (has.all() if len(fields) == 1 else has.any(axis=1).all()):
         raise GanlibError(f"{root}: {split} rows without byte offsets; re-run the shard stage")
     # Dictionary codes follow first appearance, so shard ids keep the manifest's shard order.
     shards = pc.dictionary_encode(part["shard"]).combine_chunks()
@@ -96,10 +124,7 @@ def _read_split(shard_root: Path, split: str) -> _Split:
         keys=part["key"].to_pylist(),
         shard_ids=shards.indices.to_numpy(zero_copy_only=False),
         paths=[str(root / s) for s in shards.dictionary.to_pylist()],
-        spans=np.stack(
-            [np.stack([part[o].to_numpy(), part[n].to_numpy()], axis=-1) for o, n in spans],
-            axis=1,
-        ).astype(np.int64, copy=False),
+        spans=span_array,
         labels=part["label"].fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64),
         fields=fields,
         classes=meta["classes"],
@@ -111,6 +136,7 @@ def _read_split(shard_root: Path, split: str) -> _Split:
 def _check_shard_sizes(data: _Split) -> None:
     """Fail early, in the main process, when the manifest points past the end of a shard."""
     ends = (data.spans[:, :, 0] + data.spans[:, :, 1]).max(axis=1)  # [N] end of each sample
+    # (an absent field's (-1, -1) ends at -2, below any present one)
     needed = np.zeros(len(data.paths), np.int64)  # [S] bytes each shard must hold
     np.maximum.at(needed, data.shard_ids, ends)
     for path, n in zip(data.paths, needed.tolist(), strict=True):
@@ -144,54 +170,65 @@ class _ShardReader:
             os.close(fd)
         self.fds.clear()
 
-    def read(self, row: int) -> list[bytes]:
-        """The PNG bytes of each image field of split row ``row``: [F]."""
+    def read(self, row: int, field: int) -> bytes:
+        """The PNG bytes of field ``field`` (an index into the fields) of split row ``row``."""
         shard = int(self.data.shard_ids[row])
         fd = self.fds.get(shard)
         if fd is None:
             if len(self.fds) >= _MAX_OPEN_SHARDS:
                 os.close(self.fds.pop(next(iter(self.fds))))
             fd = self.fds[shard] = os.open(self.data.paths[shard], os.O_RDONLY)
-        images = []
-        for offset, length in self.data.spans[row].tolist():
-            # pread: no shared file position, so one descriptor serves any order of reads.
-            png = os.pread(fd, length, offset)
-            if len(png) != length or not png.startswith(PNG_SIGNATURE):
-                raise GanlibError(
-                    f"{self.data.paths[shard]}: no PNG of {self.data.keys[row]} at bytes "
-                    f"{offset}..{offset + length}; the manifest does not match the shards, "
-                    "re-run the shard stage"
-                )
-            images.append(png)
-        return images
+        offset, length = self.data.spans[row, field].tolist()
+        # pread: no shared file position, so one descriptor serves any order of reads.
+        png = os.pread(fd, length, offset)
+        if len(png) != length or not png.startswith(PNG_SIGNATURE):
+            raise GanlibError(
+                f"{self.data.paths[shard]}: no PNG of {self.data.keys[row]} at bytes "
+                f"{offset}..{offset + length}; the manifest does not match the shards, "
+                "re-run the shard stage"
+            )
+        return png
 
 
-def _load_batch(reader: _ShardReader, rows: np.ndarray) -> dict[str, Any]:
-    """Read and decode the split rows ``rows`` [B] into one batch, in that order."""
+def _load_batch(
+    reader: _ShardReader, rows: np.ndarray, fields: tuple[int, ...], unpaired: bool = False
+) -> dict[str, Any]:
+    """Read and decode one batch: image field ``fields[k]`` of the split rows ``rows[:, k]``.
+
+    ``rows`` is ``[B, len(fields)]``: the same row repeated, or for unpaired translation an A
+    row and a B row. Labels and ``"key"`` come from the first field's rows; unpaired batches
+    also get ``"key_b"``, the keys of the B images.
+    """
     data = reader.data
-    encoded = [reader.read(i) for i in rows]  # [B][F] PNG bytes
+    # [B][F] PNG bytes, read sample by sample in batch order
+    encoded = [[reader.read(r, f) for r, f in zip(row, fields, strict=True)] for row in rows]
     batch: dict[str, Any] = {}
-    for f, field in enumerate(data.fields):
-        arrs = np.stack([decode_png(images[f]) for images in encoded])  # [B, H, W, C] uint8
+    for k, f in enumerate(fields):
+        field = data.fields[f]
+        arrs = np.stack([decode_png(images[k]) for images in encoded])  # [B, H, W, C] uint8
         # numpy, not torch: torch's intra-op threads cost more than they save on a batch this
         # small, and the result is the same whatever the thread settings.
         x = np.ascontiguousarray(arrs.transpose(0, 3, 1, 2), dtype=np.float32)  # [B, C, H, W]
         x /= 127.5
         x -= 1.0
         batch[BATCH_NAMES[field]] = torch.from_numpy(x)  # [B, C, H, W] in [-1, 1]
-    batch["label"] = torch.from_numpy(data.labels[rows])  # [B] int64
-    batch["key"] = [data.keys[i] for i in rows]
+    batch["label"] = torch.from_numpy(data.labels[rows[:, 0]])  # [B] int64
+    batch["key"] = [data.keys[i] for i in rows[:, 0]]
+    if unpaired:
+        batch["key_b"] = [data.keys[i] for i in rows[:, 1]]
     return batch
 
 
 class _EpochBatches(IterableDataset):
     """One rank's batches of one epoch from ``start_batch`` on, split over loader workers."""
 
-    def __init__(self, data: _Split, rows: np.ndarray, start_batch: int) -> None:
+    def __init__(self, data: _Split, rows: np.ndarray, start_batch: int, unpaired: bool) -> None:
         super().__init__()
         self.data = data
-        self.rows = rows  # [n_batches, B]
+        self.rows = rows  # [n_batches, B, F]: the split row of each batch item's field
+        self.fields = tuple(range(len(data.fields)))  # every image field, in order
         self.start_batch = start_batch
+        self.unpaired = unpaired
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -199,13 +236,13 @@ class _EpochBatches(IterableDataset):
         # The DataLoader (in_order=True, its default) takes one batch from each worker in turn
         # and skips a worker only once it is exhausted; the low workers hold the extra batches,
         # so the output is start_batch, start_batch + 1, ... for every number of workers.
-        return self._batches(self.rows[self.start_batch + worker :: n_workers])  # [J, B] view
+        return self._batches(self.rows[self.start_batch + worker :: n_workers])  # [J, B, F]
 
     def _batches(self, rows: np.ndarray) -> Iterator[dict[str, Any]]:
-        """Yield the batches ``rows`` [J, B] in order, each read and decoded on its own."""
+        """Yield the batches ``rows`` [J, B, F] in order, each read and decoded on its own."""
         with _ShardReader(self.data) as reader:
-            for batch_rows in rows:  # [B]
-                yield _load_batch(reader, batch_rows)
+            for batch_rows in rows:  # [B, F]
+                yield _load_batch(reader, batch_rows, self.fields, self.unpaired)
 
 
 def _init_worker(worker_id: int) -> None:
@@ -217,11 +254,15 @@ class ShardLoader:
     """The training loader of one DDP rank: equal batch counts, exactly-once, seeded shuffle.
 
     Build one per rank; call :meth:`set_epoch` before each epoch, then iterate. Each batch is
-    a dict: ``"image"`` float32 ``[B, C, H, W]`` in [-1, 1] (``"a"`` and ``"b"`` for paired
-    shards), ``"label"`` int64 ``[B]`` (-1 when unlabelled), ``"key"`` list of B strings.
+    a dict: ``"image"`` float32 ``[B, C, H, W]`` in [-1, 1] (``"a"`` and ``"b"`` for
+    translation shards), ``"label"`` int64 ``[B]`` (-1 when unlabelled), ``"key"`` list of B
+    strings (plus ``"key_b"``, the keys of the ``"b"`` images, when unpaired).
     The batches of an epoch depend on (seed, epoch, rank, world_size, batch_size) only, not
     on ``num_workers``; ``set_epoch(e, start_batch=b)`` yields exactly batches ``b, b+1, ...``
     of the uninterrupted epoch.
+
+    ``unpaired=True`` (translation shards only) draws A and B images independently, see the
+    module docstring; otherwise translation shards must hold (A, B) pairs in every sample.
     """
 
     def __init__(
@@ -235,6 +276,7 @@ class ShardLoader:
         seed: int,
         split: str = "train",
         pin_memory: bool = False,
+        unpaired: bool = False,
     ) -> None:
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or num_workers < 0:
             raise ValueError(
@@ -242,10 +284,29 @@ class ShardLoader:
                 f"world_size={world_size}, num_workers={num_workers}"
             )
         self.data = _read_split(shard_root, split)
-        n = len(self.data.keys)
+        self.unpaired = unpaired
+        has = self.data.spans[:, :, 1] >= 0  # [N, F]
+        if unpaired:
+            if len(self.data.fields) != 2:
+                raise GanlibError(
+                    f"{shard_root}: unpaired loading needs translation shards (a.png, b.png); "
+                    f"these hold {', '.join(self.data.fields)}"
+                )
+            # The split rows holding each domain's image, in manifest order: [N_A], [N_B]
+            self.domain_rows = [np.flatnonzero(has[:, 0]), np.flatnonzero(has[:, 1])]
+        else:
+            if not has.all():
+                raise GanlibError(
+                    f"{shard_root}: {split} split holds {int((~has.all(axis=1)).sum())} samples "
+                    "of a single domain (A and B were not paired); train them unpaired "
+                    "(translation.mode: unpaired)"
+                )
+            self.domain_rows = [np.arange(len(self.data.keys))]
+        n = min(len(rows) for rows in self.domain_rows)
         if n < batch_size * world_size:
+            what = "images in a domain" if unpaired else "samples"
             raise GanlibError(
-                f"{split} split has {n} samples, fewer than one global batch "
+                f"{split} split has {n} {what}, fewer than one global batch "
                 f"B×W={batch_size}×{world_size}={batch_size * world_size}; "
                 "lower train.batch_size"
             )
@@ -265,7 +326,8 @@ class ShardLoader:
 
     def __len__(self) -> int:
         """Batches per epoch, the same on every rank."""
-        return len(self.data.keys) // (self.batch_size * self.world_size)
+        n = min(len(rows) for rows in self.domain_rows)
+        return n // (self.batch_size * self.world_size)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch (the shuffle) and the batch the next iteration starts at.
@@ -278,16 +340,28 @@ class ShardLoader:
         self.start_batch = start_batch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        rows = rank_batches(
-            len(self.data.keys),
-            batch_size=self.batch_size,
-            rank=self.rank,
-            world_size=self.world_size,
-            seed=self.seed,
-            epoch=self.epoch,
-        )
+        # One index stream per domain: [n_batches, B] split rows each.
+        streams = [
+            domain[
+                rank_batches(
+                    len(domain),
+                    batch_size=self.batch_size,
+                    rank=self.rank,
+                    world_size=self.world_size,
+                    seed=self.seed,
+                    epoch=self.epoch,
+                    stream=stream,
+                )[: len(self)]
+            ]
+            for stream, domain in enumerate(self.domain_rows)
+        ]
+        if self.unpaired:
+            rows = np.stack(streams, axis=-1)  # [n_batches, B, 2]: A rows, B rows
+        else:  # every field from the same row, as a view: [n_batches, B, F]
+            shape = (*streams[0].shape, len(self.data.fields))
+            rows = np.broadcast_to(streams[0][:, :, None], shape)
         loader = DataLoader(
-            _EpochBatches(self.data, rows, self.start_batch),
+            _EpochBatches(self.data, rows, self.start_batch, self.unpaired),
             batch_size=None,  # the dataset yields whole batches
             num_workers=self.num_workers,
             persistent_workers=False,
@@ -300,13 +374,28 @@ class ShardLoader:
         return iter(loader)
 
 
-def iter_split(shard_root: Path, split: str, batch_size: int) -> Iterator[dict[str, Any]]:
+def iter_split(
+    shard_root: Path, split: str, batch_size: int, fields: tuple[str, ...] | None = None
+) -> Iterator[dict[str, Any]]:
     """Every sample of ``split`` exactly once, in manifest order, in one process.
 
     Batches as in :class:`ShardLoader`; the last one holds the remainder. For evaluation.
+    ``fields`` (e.g. ``("a.png",)``) loads only those image fields, from the samples that
+    hold them: the way to read one domain of unpaired translation shards.
     """
     data = _read_split(shard_root, split)
-    n = len(data.keys)
+    names = data.fields if fields is None else fields
+    if not names or not set(names) <= set(data.fields):
+        raise ValueError(f"fields {names} not among the shards' {data.fields}")
+    ids = tuple(data.fields.index(name) for name in names)
+    has = data.spans[:, ids, 1] >= 0  # [N, F]
+    if fields is None and not has.all():
+        raise GanlibError(
+            f"{shard_root}: {split} split holds samples of a single domain; read each domain "
+            "on its own (fields=('a.png',) or ('b.png',))"
+        )
+    rows = np.flatnonzero(has.all(axis=1))  # [N'] in manifest order
     with _ShardReader(data) as reader:
-        for start in range(0, n, batch_size):
-            yield _load_batch(reader, np.arange(start, min(start + batch_size, n)))
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size, None]  # [B, 1]
+            yield _load_batch(reader, np.repeat(chunk, len(ids), axis=1), ids)

@@ -4,11 +4,12 @@ Layout of a shard root::
 
     train/train-000000.tar ...   val/val-000000.tar ...   manifest.parquet   stats.json
 
-Each tar sample is ``KEY.png`` (or ``KEY.a.png`` + ``KEY.b.png`` for pairs) plus ``KEY.cls``
-(the label as ASCII digits) when the sample has a label. The tars are plain, uncompressed
+Each tar sample is ``KEY.png`` (or ``KEY.a.png`` + ``KEY.b.png`` for translation pairs, or
+just one of them for the images of two independent domains) plus ``KEY.cls`` (the label as
+ASCII digits) when the sample has a label. The tars are plain, uncompressed
 WebDataset shards: portable, and streamable by any WebDataset reader (e.g. from object storage).
 The manifest is also their byte index: ``offset``/``length`` locate each sample's image data
-inside its tar (``offset_b``/``length_b`` the ``b.png`` of pairs), so the training loader reads
+inside its tar (``offset_b``/``length_b`` the ``b.png``), so the training loader reads
 exactly the samples it needs with one ``pread`` each, like WebDataset's own indexed ``wids``
 datasets (see :mod:`ganlib.data.loader`).
 
@@ -52,8 +53,9 @@ MANIFEST_SCHEMA = pa.schema(
         ("split", pa.string()),
         ("shard", pa.string()),  # relative to the shard root, e.g. "train/train-000003.tar"
         ("index", pa.int32()),  # position of the sample within its shard
-        # The primary image's PNG ("png" or "a.png") is bytes [offset, offset + length) of the
-        # shard file; offset_b/length_b locate "b.png" of pairs and are null for single images.
+        # The PNG of "png" or "a.png" is bytes [offset, offset + length) of the shard file;
+        # offset_b/length_b locate "b.png". A column pair is null when the sample lacks that
+        # field: offset_b for single images and A-only samples, offset for B-only samples.
         ("offset", pa.int64()),
         ("length", pa.int64()),
         ("offset_b", pa.int64()),
@@ -61,13 +63,15 @@ MANIFEST_SCHEMA = pa.schema(
         ("label", pa.int64()),  # null when the source has no labels
         ("width", pa.int32()),
         ("height", pa.int32()),
-        ("sha256", pa.string()),  # of the stored bytes of the primary image ("png" or "a.png")
+        ("sha256", pa.string()),  # of the stored bytes of the sample's first image field
         ("origin", pa.string()),
     ]
 )
 
 _KEY = re.compile(r"[A-Za-z0-9_-]+")  # WebDataset splits member names at the first dot
-_FIELDS = (("png",), ("a.png", "b.png"))  # the image layouts a shard root can hold
+# The image layouts a shard root can hold. A sample holds every field of its layout, except
+# that a translation sample may hold a single domain ("a.png" or "b.png" alone).
+_FIELDS = (("png",), ("a.png", "b.png"))
 # The manifest columns (offset, length) of the i-th image field of the manifest's "fields".
 SPAN_COLUMNS = (("offset", "length"), ("offset_b", "length_b"))
 _ROWS_PER_FLUSH = 4096  # manifest rows held in memory before they go to a parquet row group
@@ -280,6 +284,7 @@ def _write_all(
 ) -> dict[str, Any]:
     skipped: list[dict[str, str]] = []
     labels: Counter[int] = Counter()
+    domains: Counter[str] = Counter()  # samples holding each image field, and both a and b
     fields: tuple[str, ...] | None = None
     shape: tuple[int, ...] | None = None  # (H, W, C) of every image
     with ExitStack() as stack:
@@ -294,23 +299,30 @@ def _write_all(
                 skipped.append({"path": item.path, "reason": item.reason})
                 continue
             if fields is None:
-                fields = tuple(sorted(item.images))
-                shape = item.images[fields[0]].shape
-                if fields not in _FIELDS:
-                    raise ValueError(f"sample {item.key}: image fields {fields} not in {_FIELDS}")
+                fields = next((f for f in _FIELDS if set(item.images) <= set(f)), None)
+                if fields is None:
+                    raise ValueError(
+                        f"sample {item.key}: image fields {sorted(item.images)} not in {_FIELDS}"
+                    )
+                shape = next(iter(item.images.values())).shape
                 manifest.open(fields)
             _check_sample(item, fields, shape, classes)
 
-            members = {name: encode_png(item.images[name]) for name in fields}
+            present = [name for name in fields if name in item.images]
+            members = {name: encode_png(item.images[name]) for name in present}
+            for name in present:
+                domains[name] += 1
+            domains["pairs"] += len(present) == 2
             if item.label is not None:
                 members["cls"] = str(item.label).encode("ascii")
                 labels[item.label] += 1
             split = split_of(item.key, val_fraction)
             shard, index, offsets = writers[split].write(item.key, members)
-            spans = dict.fromkeys(col for cols in SPAN_COLUMNS for col in cols)  # null: no b.png
+            spans = dict.fromkeys(col for cols in SPAN_COLUMNS for col in cols)  # null: absent
             for (off_col, len_col), name in zip(SPAN_COLUMNS, fields, strict=False):
-                spans[off_col], spans[len_col] = offsets[name], len(members[name])
-            primary = members[fields[0]]
+                if name in members:
+                    spans[off_col], spans[len_col] = offsets[name], len(members[name])
+            primary = members[present[0]]
             manifest.add(
                 key=item.key,
                 split=split,
@@ -351,6 +363,20 @@ def _write_all(
         "resolution": shape[0],
         "channels": shape[2],
     }
+    if fields == ("a.png", "b.png"):
+        # Translation: images per domain, and how many samples are true (A, B) pairs.
+        for name, field in (("A", "a.png"), ("B", "b.png")):
+            if domains[field] == 0:  # the other one has some: skipped is not empty
+                first = skipped[0]
+                raise GanlibError(
+                    f"no usable images of domain {name} in {source}: {len(skipped)} inputs "
+                    f"skipped, e.g. {first['path']}: {first['reason']}"
+                )
+        stats["domains"] = {
+            "A": domains["a.png"],
+            "B": domains["b.png"],
+            "pairs": domains["pairs"],
+        }
     (root / STATS).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     return stats
 
@@ -364,8 +390,9 @@ def _check_sample(
     n_classes = len(classes) if classes is not None else float("inf")
     if item.label is not None and not 0 <= item.label < n_classes:
         raise ValueError(f"sample {item.key}: label {item.label} not a class index")
-    if tuple(sorted(item.images)) != fields:
-        raise ValueError(f"sample {item.key}: fields {sorted(item.images)}, expected {fields}")
+    names = set(item.images)
+    if not (names == set(fields) or (len(fields) == 2 and len(names) == 1 and names < set(fields))):
+        raise ValueError(f"sample {item.key}: fields {sorted(names)}, expected {fields}")
     for name, arr in item.images.items():
         if arr.dtype.name != "uint8" or arr.shape != shape:
             raise ValueError(
@@ -390,3 +417,18 @@ def _replace_dir(new: Path, dst: Path) -> None:
         shutil.rmtree(old)
     else:
         old.unlink()
+
+
+def dataset_info(shards: str | Path) -> dict[str, Any]:
+    """Resolution, channels, class names (by label index) and train size of a shard directory."""
+    path = Path(shards) / "stats.json"
+    if not path.is_file():
+        raise GanlibError(f"{path}: no shards here; run `dvc repro shard` first")
+    stats = json.loads(path.read_text())
+    meta = manifest_metadata(read_manifest(Path(shards), columns=["key"]))  # metadata only
+    return {
+        "resolution": int(stats["resolution"]),
+        "channels": int(stats["channels"]),
+        "classes": meta["classes"] or None,
+        "train_samples": int(stats["train"]),
+    }

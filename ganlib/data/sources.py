@@ -5,6 +5,13 @@ array type is a one-line :class:`GanlibError`) and returns a :class:`Source`. It
 streams ``Sample | Skipped`` in a deterministic order: images are decoded one at a time, so
 memory does not grow with the number of images. Every input is accounted for: what cannot be
 used comes out as ``Skipped`` with its path and reason, never silently dropped.
+
+Translation sources yield images of two domains, A and B: ``"a.png"`` and ``"b.png"``
+together for pairs (``builtin:photos2art``, ``imagefolder`` with ``data.paired``, ``parquet``
+with ``data.image_column_b``), or one of them per sample for independent domains
+(``imagefolder`` with ``data.unpaired``; the loader draws A and B independently). Images of
+any size are centre-cropped and resized to ``data.resolution`` one by one (``to_array``), so
+a pair's two images need not have the same size or aspect ratio.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from PIL import Image
 from ganlib.config import DataConfig
 from ganlib.data.images import UnusableImage, load_image, to_array
 from ganlib.data.records import Sample, Skipped
+from ganlib.data.styles import cartoon
 from ganlib.errors import GanlibError
 
 # WebDataset splits a tar member name at the first dot after the last slash, so keys hold
@@ -65,6 +73,8 @@ PHOTOS = {
     "flower": ("sklearn.datasets", "images/flower.jpg"),
 }
 PHOTO_SIDES = (96, 128, 192)  # patch sides in original pixels; the stride is half a side
+# builtin:photos2art -- the same patches as pairs: A the photo, B its rendering in this style.
+PHOTO_STYLES = {"photos": None, "photos2art": cartoon}
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _PLAIN_PART = re.compile(r"[A-Za-z0-9_]+")
@@ -107,10 +117,8 @@ def open_source(cfg: DataConfig) -> Source:
     :class:`GanlibError` for a missing path, a table without a usable image column, or an
     array of the wrong type or shape.
     """
-    if cfg.source == "builtin:digits":
-        return _digits(cfg)
-    if cfg.source == "builtin:photos":
-        return _photos(cfg)
+    if cfg.scheme == "builtin":  # DataConfig has checked the name
+        return _digits(cfg) if cfg.location == "digits" else _photos(cfg)
     openers = {"imagefolder": _imagefolder, "parquet": _parquet, "npz": _npz}
     return openers[cfg.scheme](cfg)
 
@@ -148,6 +156,7 @@ def _digits(cfg: DataConfig) -> Source:
 
 
 def _photos(cfg: DataConfig) -> Source:
+    """``builtin:photos`` (``png``) or ``builtin:photos2art`` (``a.png`` photo, ``b.png`` art)."""
     paths = {
         name: importlib.resources.files(pkg).joinpath(rel) for name, (pkg, rel) in PHOTOS.items()
     }
@@ -158,7 +167,7 @@ def _photos(cfg: DataConfig) -> Source:
                 total += sum(1 for _ in _patch_grid(*img.size))
         except OSError as exc:
             raise GanlibError(
-                f"data.source: builtin:photos cannot read {path} ({exc}); reinstall "
+                f"data.source: {cfg.source} cannot read {path} ({exc}); reinstall "
                 "scikit-image and scikit-learn"
             ) from None
     return Source(classes=None, total=total, items=partial(_photo_items, paths, cfg))
@@ -173,6 +182,7 @@ def _patch_grid(width: int, height: int) -> Iterator[tuple[int, int, int]]:
 
 
 def _photo_items(paths: dict[str, Path], cfg: DataConfig) -> Iterator[Sample | Skipped]:
+    source, style = cfg.location, PHOTO_STYLES[cfg.location]
     for name, path in paths.items():
         try:
             photo = load_image(path, max_pixels=cfg.max_image_pixels)
@@ -182,8 +192,9 @@ def _photo_items(paths: dict[str, Path], cfg: DataConfig) -> Iterator[Sample | S
         for side, y, x in _patch_grid(*photo.size):
             patch = photo.crop((x, y, x + side, y + side))
             arr = to_array(patch, channels=cfg.channels, resolution=cfg.resolution)
-            key = make_key("photos", name, f"s{side}", f"y{y}", f"x{x}")
-            yield Sample(key, {"png": arr}, None, f"builtin:photos#{name}/s{side}/y{y}/x{x}")
+            images = {"png": arr} if style is None else {"a.png": arr, "b.png": style(arr)}
+            key = make_key(source, name, f"s{side}", f"y{y}", f"x{x}")
+            yield Sample(key, images, None, f"builtin:{source}#{name}/s{side}/y{y}/x{x}")
 
 
 # -- imagefolder:PATH ------------------------------------------------------------------------
@@ -213,13 +224,14 @@ def _imagefolder(cfg: DataConfig) -> Source:
         raise GanlibError(f"data.source: imagefolder path '{root}' does not exist")
     if not root.is_dir():
         raise GanlibError(f"data.source: imagefolder path '{root}' is not a directory")
-    if cfg.paired:
+    if cfg.paired or cfg.unpaired:
+        flag = "data.paired" if cfg.paired else "data.unpaired"
         if not ((root / "A").is_dir() and (root / "B").is_dir()):
             raise GanlibError(
-                f"data.source: imagefolder path '{root}' needs sub-folders A and B "
-                "(data.paired is true)"
+                f"data.source: imagefolder path '{root}' needs sub-folders A and B ({flag} is true)"
             )
-        classes, plan = None, partial(_paired_plan, root)
+        classes = None
+        plan = partial(_paired_plan if cfg.paired else _unpaired_plan, root)
     else:
         classes = _class_names(root)
         plan = partial(_folder_plan, root, classes or [])
@@ -289,21 +301,36 @@ def _folder_plan(root: Path, classes: list[str]) -> Iterator[_Task | Skipped]:
             yield _Task(make_key(*parts), {"png": entry.path}, label)
 
 
-def _paired_plan(root: Path) -> Iterator[_Task | Skipped]:
+def _domains(root: Path, flag: str) -> tuple[list[Skipped], dict[str, dict[tuple[str, ...], Path]]]:
+    """List ``root/A`` and ``root/B``: what is skipped, and each domain's candidate images.
+
+    Candidates are keyed by their path inside A or B (without the extension). Raises
+    :class:`GanlibError` when a domain holds no candidate image at all.
+    """
     with os.scandir(root) as it:
         others = sorted(
             e.name for e in it if not e.name.startswith(".") and e.name not in ("A", "B")
         )
-    for name in others:
-        yield Skipped(str(root / name), "not in A or B (data.paired is true)")
+    skipped = [Skipped(str(root / name), f"not in A or B ({flag} is true)") for name in others]
     found: dict[str, dict[tuple[str, ...], Path]] = {"A": {}, "B": {}}
     for side, files in found.items():
         for entry in _walk(root, PurePosixPath(side)):
             if entry.problem:
-                yield Skipped(str(entry.path), entry.problem)
+                skipped.append(Skipped(str(entry.path), entry.problem))
             else:
-                files[entry.key_parts[1:]] = entry.path  # pair on the path inside A or B
-    a, b = found["A"], found["B"]
+                files[entry.key_parts[1:]] = entry.path
+        if not files:
+            raise GanlibError(
+                f"data.source: imagefolder domain folder '{root / side}' holds no images "
+                f"({flag} is true)"
+            )
+    return skipped, found
+
+
+def _paired_plan(root: Path) -> Iterator[_Task | Skipped]:
+    skipped, found = _domains(root, "data.paired")
+    yield from skipped
+    a, b = found["A"], found["B"]  # pair on the path inside A or B
     for parts in sorted(a.keys() | b.keys()):
         if parts not in b:
             yield Skipped(str(a[parts]), "no partner in B")
@@ -311,6 +338,16 @@ def _paired_plan(root: Path) -> Iterator[_Task | Skipped]:
             yield Skipped(str(b[parts]), "no partner in A")
         else:
             yield _Task(make_key(*parts), {"a.png": a[parts], "b.png": b[parts]}, None)
+
+
+def _unpaired_plan(root: Path) -> Iterator[_Task | Skipped]:
+    # One sample per image, holding "a.png" or "b.png": the domains are never matched here,
+    # so any counts work and no image is dropped or repeated.
+    skipped, found = _domains(root, "data.unpaired")
+    yield from skipped
+    for side, files in found.items():
+        for parts in sorted(files):
+            yield _Task(make_key(side, *parts), {f"{side.lower()}.png": files[parts]}, None)
 
 
 def _run_plan(
@@ -379,19 +416,20 @@ def _check_columns(schema: pa.Schema, path: Path, cfg: DataConfig) -> None:
         return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
 
     columns = ", ".join(schema.names)
-    if cfg.image_column not in schema.names:
-        raise GanlibError(
-            f"data.image_column: no column '{cfg.image_column}' in {path}; columns: {columns}"
+    for key, column in (("image_column", cfg.image_column), ("image_column_b", cfg.image_column_b)):
+        if not column:  # no second image column: single images
+            continue
+        if column not in schema.names:
+            raise GanlibError(f"data.{key}: no column '{column}' in {path}; columns: {columns}")
+        t = schema.field(column).type
+        ok = is_bytes(t) or (
+            pa.types.is_struct(t) and t.get_field_index("bytes") >= 0 and is_bytes(t["bytes"].type)
         )
-    t = schema.field(cfg.image_column).type
-    ok = is_bytes(t) or (
-        pa.types.is_struct(t) and t.get_field_index("bytes") >= 0 and is_bytes(t["bytes"].type)
-    )
-    if not ok:
-        raise GanlibError(
-            f"data.image_column: column '{cfg.image_column}' in {path} is {t}, expected "
-            f"{{bytes, path}} structs or binary; columns: {columns}"
-        )
+        if not ok:
+            raise GanlibError(
+                f"data.{key}: column '{column}' in {path} is {t}, expected "
+                f"{{bytes, path}} structs or binary; columns: {columns}"
+            )
     if cfg.label_column in schema.names:
         t = schema.field(cfg.label_column).type
         if not pa.types.is_integer(t):
@@ -412,46 +450,58 @@ def _hf_class_names(schema: pa.Schema, label_column: str) -> list[str] | None:
     return [str(n) for n in names] if isinstance(names, list) else None
 
 
+def _image_columns(cfg: DataConfig) -> dict[str, str]:
+    """WebDataset field -> parquet column: one image, or an (A, B) pair."""
+    if cfg.image_column_b:
+        return {"a.png": cfg.image_column, "b.png": cfg.image_column_b}
+    return {"png": cfg.image_column}
+
+
 def _parquet_items(
     files: list[Path], prefixes: list[tuple[str, ...]], cfg: DataConfig
 ) -> Iterator[Sample | Skipped]:
+    image_columns = list(_image_columns(cfg).values())
     for path, prefix in zip(files, prefixes, strict=True):
         with pq.ParquetFile(path) as pf:
             has_label = cfg.label_column in pf.schema_arrow.names
-            columns = [cfg.image_column] + ([cfg.label_column] if has_label else [])
+            columns = image_columns + ([cfg.label_column] if has_label else [])
             row = 0
             for batch in pf.iter_batches(batch_size=PARQUET_BATCH_SIZE, columns=columns):
-                images = batch.column(cfg.image_column).to_pylist()
+                images = [batch.column(c).to_pylist() for c in image_columns]  # [F][rows]
                 if has_label:
                     labels = batch.column(cfg.label_column).to_pylist()
                 else:
-                    labels = [None] * len(images)
-                for value, label in zip(images, labels, strict=True):
-                    yield _parquet_row(value, _label(label), path, prefix, row, cfg)
+                    labels = [None] * batch.num_rows
+                for *values, label in zip(*images, labels, strict=True):
+                    yield _parquet_row(values, _label(label), path, prefix, row, cfg)
                     row += 1
 
 
 def _parquet_row(
-    value: dict | bytes | None,
+    values: list[dict | bytes | None],
     label: int | None,
     path: Path,
     prefix: tuple[str, ...],
     row: int,
     cfg: DataConfig,
 ) -> Sample | Skipped:
+    """One table row: ``values`` holds the cells of the image columns, in field order."""
     origin = f"{path}#{row}"
-    data = value.get("bytes") if isinstance(value, dict) else value  # {bytes, path} or bytes
-    if data is None:
-        where = value.get("path") if isinstance(value, dict) else None
-        return Skipped(
-            origin,
-            f"no image bytes (only the path {where!r})" if where else "no image bytes (null)",
-        )
-    try:
-        arr = _convert(data, cfg)
-    except UnusableImage as exc:
-        return Skipped(origin, exc.reason)
-    return Sample(make_key(*prefix, f"{row:08d}"), {"png": arr}, label, origin)
+    columns = _image_columns(cfg)
+    images = {}
+    for (name, column), value in zip(columns.items(), values, strict=True):
+        # Pairs name the column at fault; single images keep the short reason.
+        where = f"{column}: " if len(columns) > 1 else ""
+        data = value.get("bytes") if isinstance(value, dict) else value  # {bytes, path} or bytes
+        if data is None:
+            only = value.get("path") if isinstance(value, dict) else None
+            why = f"no image bytes (only the path {only!r})" if only else "no image bytes (null)"
+            return Skipped(origin, where + why)
+        try:
+            images[name] = _convert(data, cfg)
+        except UnusableImage as exc:
+            return Skipped(origin, where + exc.reason)
+    return Sample(make_key(*prefix, f"{row:08d}"), images, label, origin)
 
 
 # -- npz:PATH --------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ unwrapped with frozen parameters: only G's gradients are wanted.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -29,13 +28,13 @@ from ganlib import losses
 from ganlib.config import TrainConfig, to_dict
 from ganlib.data.augment import diff_augment
 from ganlib.data.loader import ShardLoader
-from ganlib.data.shards import manifest_metadata, read_manifest
-from ganlib.errors import GanlibError
+from ganlib.data.shards import dataset_info
 from ganlib.models import build_gan, build_generator
 from ganlib.models.ema import ema_beta, ema_copy, ema_update
 from ganlib.training.checkpoint import rng_state, set_rng_state
 from ganlib.training.session import Session, all_gather_object, all_reduce_mean
 
+EMA_RAMPUP = 0.05  # G_ema's half-life is at most this share of the images seen so far
 GRID = 64  # samples in the 8x8 grid drawn from G_ema on fixed noise
 HISTORY_COLUMNS = (
     "step", "epoch", "kimg", "loss_D", "loss_G", "D_real", "D_fake",
@@ -53,23 +52,10 @@ class RunSpec:
     identity: str  # hash of what makes two runs the same run; see ganlib.training.distributed
     mlflow_uri: str | None = None
     mlflow_run_id: str | None = None
+    probe_dir: str | None = None  # featurize outputs: report an in-training FID of G_ema
+    probe_fakes: int = 500  # generated images per FID probe
     fail_at_step: int | None = None  # tests: the last rank dies once at this step
     fail_marker: str | None = None  # file that makes the injected failure happen only once
-
-
-def dataset_info(shards: str | Path) -> dict[str, Any]:
-    """Resolution, channels, class names (by label index) and train size of a shard directory."""
-    path = Path(shards) / "stats.json"
-    if not path.is_file():
-        raise GanlibError(f"{path}: no shards here; run `dvc repro shard` first")
-    stats = json.loads(path.read_text())
-    meta = manifest_metadata(read_manifest(Path(shards), columns=["key"]))  # metadata only
-    return {
-        "resolution": int(stats["resolution"]),
-        "channels": int(stats["channels"]),
-        "classes": meta["classes"] or None,
-        "train_samples": int(stats["train"]),
-    }
 
 
 def model_config(cfg: TrainConfig, info: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +116,8 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     state = session.load_latest()
     if state is not None and state.get("identity") != spec.identity:
         state = None  # another configuration's checkpoint: start over
+    if state is not None and state["step"] > cfg.steps:
+        state = None  # fewer steps than already trained: the shorter run is a new one
     if state is not None:
         G.load_state_dict(state["G"])
         D.load_state_dict(state["D"])
@@ -167,7 +155,6 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     cursor = DataCursor(loader, counters["epoch"], counters["batch"])
     loss_fns = losses.LOSSES[cfg.loss]
     augment = (lambda x: diff_augment(x, cfg.augment)) if cfg.augment else (lambda x: x)
-    beta = ema_beta(B * world, cfg.ema_kimg) if cfg.ema_kimg > 0 else 0.0
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if cfg.precision == "bf16" and device.type == "cuda"
@@ -176,6 +163,7 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     fixed_z = torch.randn(GRID, cfg.z_dim, generator=torch.Generator().manual_seed(spec.seed))
     fixed_y = grid_labels(mcfg["num_classes"])
     tracker = _Tracker(spec) if rank == 0 else None
+    probe = _fid_probe(spec) if rank == 0 else None
 
     def to_device(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         real = batch["image"].to(device, non_blocking=True)  # [B, C, H, W] in [-1, 1]
@@ -265,7 +253,10 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         opt_G.step()
 
         # -- EMA of G (a plain copy when disabled, so G_ema is always the model to use) ------
-        ema_update(G_ema, G, beta)
+        # The half-life ramps up with the images seen (StyleGAN2-ADA's ema_rampup), so that
+        # early G_ema is not dominated by the random initial weights.
+        half_life = min(cfg.ema_kimg, EMA_RAMPUP * counters["images_seen"] / 1000)
+        ema_update(G_ema, G, ema_beta(B * world, half_life))
         counters["step"] = step
         counters["images_seen"] += B * world * cfg.d_steps
         counters["epoch"], counters["batch"] = cursor.epoch, cursor.batch
@@ -322,6 +313,10 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
             metrics = {"step": step, "kimg": counters["images_seen"] / 1000}
             if history:
                 metrics.update({k: v for k, v in history[-1].items() if v is not None})
+            if probe is not None:  # rank 0 only: Ray Train and Tune read rank 0's metrics
+                metrics["fid"] = probe(G_ema, mcfg["num_classes"])
+                if tracker:
+                    tracker.log_metrics({"fid": metrics["fid"]}, step)
             session.report(metrics, snap or None)
             last_ckpt_step = step
 
@@ -353,6 +348,15 @@ def generator_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
     G = build_generator(state["model_config"])
     G.load_state_dict(state["G_ema"])
     return G.eval().requires_grad_(False)
+
+
+def _fid_probe(spec: RunSpec):
+    """The cheap in-training FID of ``spec.probe_dir``'s extractor, or None."""
+    if spec.probe_dir is None:
+        return None
+    from ganlib.metrics.probe import FidProbe
+
+    return FidProbe(spec.probe_dir, num_fake=spec.probe_fakes, seed=spec.seed)
 
 
 def _cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

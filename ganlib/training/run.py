@@ -7,7 +7,6 @@ and under ``ray job submit`` on a cluster alike.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -18,14 +17,14 @@ import torch
 
 from ganlib import tracking
 from ganlib.config import Params, flatten, to_dict
+from ganlib.data.shards import dataset_info
 from ganlib.errors import GanlibError
 from ganlib.grid import save_grid
-from ganlib.models import SUPPORTED_RESOLUTIONS, build_generator
+from ganlib.models import SUPPORTED_RESOLUTIONS
 from ganlib.training.distributed import fit, run_identity
 from ganlib.training.loop import (
     HISTORY_COLUMNS,
     RunSpec,
-    dataset_info,
     generator_from_checkpoint,
     grid_labels,
     sample_grid,
@@ -33,8 +32,6 @@ from ganlib.training.loop import (
 
 SHARDS = Path("data/shards")
 RUNS = Path("runs")
-GENERATOR_WEIGHTS = "generator.pt"
-GENERATOR_CONFIG = "config.json"
 
 
 @dataclass(frozen=True)
@@ -82,8 +79,15 @@ def data_fingerprint(shards: Path) -> str:
     return hashlib.sha256((shards / "manifest.parquet").read_bytes()).hexdigest()
 
 
-def train_run(params: Params, project: Path, *, fail_at_step: int | None = None) -> TrainResult:
-    """Train with Ray Train as ``params`` say, logging to MLflow; resumes an interrupted run."""
+def train_run(
+    params: Params,
+    project: Path,
+    *,
+    probe_dir: Path | None = None,
+    fail_at_step: int | None = None,
+) -> TrainResult:
+    """Train with Ray Train as ``params`` say, logging to MLflow; resumes an interrupted run.
+    With ``probe_dir`` (the featurize stage's extractor), checkpoints also report an FID."""
     import ray
 
     project = project.resolve()
@@ -119,6 +123,7 @@ def train_run(params: Params, project: Path, *, fail_at_step: int | None = None)
         identity=identity,
         mlflow_uri=tracking.resolve_uri(params.mlflow.tracking_uri, project),
         mlflow_run_id=run_id,
+        probe_dir=str(probe_dir.resolve()) if probe_dir is not None else None,
         fail_at_step=fail_at_step,
         fail_marker=str(storage / name / "injected_failure") if fail_at_step else None,
     )
@@ -128,12 +133,14 @@ def train_run(params: Params, project: Path, *, fail_at_step: int | None = None)
         ray.init(logging_level="WARNING")
     t0 = time.perf_counter()
     try:
-        state, _ = fit(spec, storage=storage, name=name)
+        state, last = fit(spec, storage=storage, name=name)
     except GanlibError:
         mlflow.set_terminated(run_id, status="FAILED")
         raise
     wall = time.perf_counter() - t0
     summary = summarize(state, wall, run_id, info)
+    if "fid" in last:
+        summary["fid_probe"] = round(float(last["fid"]), 4)  # in-training; eval/ has the real one
     numbers = {f"summary/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
     tracking.log_metrics(mlflow, run_id, numbers, state["step"])
     mlflow.set_terminated(run_id)
@@ -168,32 +175,6 @@ def write_history(history: list[dict[str, Any]], path: Path) -> None:
         cells = ["" if row.get(c) is None else f"{row[c]:.6g}" for c in HISTORY_COLUMNS]
         lines.append(",".join(cells))
     path.write_text("\n".join(lines) + "\n")
-
-
-def export_generator(state: dict[str, Any], directory: Path) -> Path:
-    """Write G_ema as data: ``generator.pt`` (a state dict) + ``config.json`` (how to rebuild)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.save(state["G_ema"], directory / GENERATOR_WEIGHTS)
-    meta = {
-        "model_config": state["model_config"],
-        "classes": state["classes"],
-        "step": state["step"],
-        "identity": state["identity"],
-    }
-    (directory / GENERATOR_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return directory
-
-
-def load_generator(directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild an exported generator (eval mode) and its metadata; never runs pickled code."""
-    directory = Path(directory)
-    cfg_path, weights = directory / GENERATOR_CONFIG, directory / GENERATOR_WEIGHTS
-    if not (cfg_path.is_file() and weights.is_file()):
-        raise GanlibError(f"{directory}: not an exported generator (needs config.json + .pt)")
-    meta = json.loads(cfg_path.read_text())
-    G = build_generator(meta["model_config"])
-    G.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return G.eval().requires_grad_(False), meta
 
 
 def write_samples(state: dict[str, Any], path: Path) -> Path:

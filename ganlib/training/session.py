@@ -80,6 +80,9 @@ class LocalSession:
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         if state is None:
             return
+        for later in self._checkpoints():  # a restarted, shorter run replaces them
+            if int(later.name.split("_")[1]) >= state["step"]:
+                shutil.rmtree(later)
         save_checkpoint(state, self.storage / f"checkpoint_{state['step']:09d}")
         for old in self._checkpoints()[: -self.keep]:
             shutil.rmtree(old)

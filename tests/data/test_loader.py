@@ -279,3 +279,102 @@ class _Uneven(IterableDataset):
 def test_dataloader_takes_worker_outputs_round_robin():
     # ShardLoader's batch order rests on this PyTorch behaviour; check it on its own.
     assert list(DataLoader(_Uneven(), batch_size=None, num_workers=2)) == list(range(7))
+
+
+# -- unpaired translation: A and B drawn independently ---------------------------------------
+
+N_A, N_B = 37, 23  # any counts
+
+
+@pytest.fixture(scope="module")
+def unpaired_root(tmp_path_factory):
+    """Translation shards of two independent domains: A-only and B-only samples."""
+
+    def items():
+        for i in range(N_A):
+            yield Sample(f"A-{i:03d}", {"a.png": image(i)}, None, "")
+        for i in range(N_B):
+            yield Sample(f"B-{i:03d}", {"b.png": image(i + 1000)}, None, "")
+
+    root = tmp_path_factory.mktemp("unpaired") / "shards"
+    write_shards(items(), root, shard_size=9, val_fraction=0, classes=None, progress=False)
+    return root
+
+
+def unpaired_epoch(root, *, world_size, workers=0, epoch=0, start=0):
+    """(A keys, B keys) of every batch of every rank: [rank][batch]."""
+    out = []
+    for rank in range(world_size):
+        loader = ShardLoader(
+            root,
+            batch_size=BATCH,
+            rank=rank,
+            world_size=world_size,
+            num_workers=workers,
+            seed=0,
+            unpaired=True,
+        )
+        loader.set_epoch(epoch, start_batch=start)
+        out.append([(b["key"], b["key_b"]) for b in loader])
+    return out
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_unpaired_batches_draw_each_domain_once_per_epoch(unpaired_root, world_size):
+    batches = unpaired_epoch(unpaired_root, world_size=world_size)
+    n_batches = min(N_A, N_B) // (BATCH * world_size)
+    assert [len(rank) for rank in batches] == [n_batches] * world_size
+    for side, prefix in ((0, "A-"), (1, "B-")):
+        seen = [k for rank in batches for batch in rank for k in batch[side]]
+        assert len(seen) == len(set(seen)) == n_batches * BATCH * world_size
+        assert all(k.startswith(prefix) for k in seen)
+    assert unpaired_epoch(unpaired_root, world_size=world_size, workers=2) == batches
+    assert unpaired_epoch(unpaired_root, world_size=world_size, epoch=1) != batches
+    resumed = unpaired_epoch(unpaired_root, world_size=world_size, start=2)
+    assert resumed == [rank[2:] for rank in batches]
+
+
+def test_unpaired_batches_hold_the_stored_images_of_both_domains(unpaired_root):
+    loader = ShardLoader(
+        unpaired_root, batch_size=BATCH, rank=0, world_size=1, num_workers=0, seed=0, unpaired=True
+    )
+    batch = next(iter(loader))
+    assert sorted(batch) == ["a", "b", "key", "key_b", "label"]
+    for x, key in ((batch["a"], batch["key"]), (batch["b"], batch["key_b"])):
+        for img, k in zip(x, key, strict=True):
+            i = int(k[2:]) + (1000 if k.startswith("B") else 0)
+            want = torch.from_numpy(image(i)).permute(2, 0, 1).float() / 127.5 - 1
+            torch.testing.assert_close(img, want)
+
+
+def test_unpaired_loading_of_pairs_never_keeps_the_stored_pairs(roots):
+    # The same paired shards train pix2pix and CycleGAN: unpaired, A and B are shuffled apart.
+    root = roots(2, paired=True)
+    args = {"batch_size": BATCH, "rank": 0, "world_size": 1, "num_workers": 0, "seed": 0}
+    paired = [b["key"] for b in ShardLoader(root, **args)]
+    unpaired = list(ShardLoader(root, **args, unpaired=True))
+    assert [b["key"] for b in unpaired] == paired  # A in the order it has when paired
+    pairs = [zip(batch["key"], batch["key_b"], strict=True) for batch in unpaired]
+    matches = sum(a == b for batch in pairs for a, b in batch)
+    assert matches <= 2  # by chance only: about one in an epoch of this size
+
+
+def test_single_domain_samples_need_unpaired_loading(unpaired_root, roots):
+    args = {"batch_size": BATCH, "rank": 0, "world_size": 1, "num_workers": 0, "seed": 0}
+    with pytest.raises(GanlibError, match="60 samples of a single domain.*translation.mode"):
+        ShardLoader(unpaired_root, **args)
+    with pytest.raises(GanlibError, match="unpaired loading needs translation shards"):
+        ShardLoader(roots(2), **args, unpaired=True)
+    with pytest.raises(GanlibError, match=r"has 23 images in a domain, fewer than one global"):
+        ShardLoader(unpaired_root, **(args | {"batch_size": 24}), unpaired=True)
+
+
+def test_iter_split_reads_one_domain_at_a_time(unpaired_root):
+    with pytest.raises(GanlibError, match="samples of a single domain; read each domain"):
+        next(iter_split(unpaired_root, "train", batch_size=8))
+    for field, name, n in (("a.png", "a", N_A), ("b.png", "b", N_B)):
+        batches = list(iter_split(unpaired_root, "train", batch_size=8, fields=(field,)))
+        assert all(sorted(b) == [name, "key", "label"] for b in batches)
+        assert sum(len(b["key"]) for b in batches) == n
+    with pytest.raises(ValueError, match="not among the shards'"):
+        next(iter_split(unpaired_root, "train", batch_size=8, fields=("png",)))

@@ -271,3 +271,46 @@ def test_source_bugs_are_caught_before_they_reach_the_shards(tmp_path, bad):
     with pytest.raises(ValueError, match="s99999|has.dot"):
         write([*samples(3), bad], out)
     assert siblings(out) == []
+
+
+def one_domain_samples(n_a: int, n_b: int):
+    """Unpaired translation samples: n_a holding only a.png, then n_b holding only b.png."""
+    for i in range(n_a):
+        yield Sample(f"A-{i:03d}", {"a.png": image(i)}, None, f"A/{i}")
+    for i in range(n_b):
+        yield Sample(f"B-{i:03d}", {"b.png": image(i + 1000)}, None, f"B/{i}")
+
+
+def test_samples_of_a_single_domain_leave_the_other_span_null(tmp_path):
+    out = tmp_path / "shards"
+    stats = write(one_domain_samples(9, 4), out, classes=None)
+    assert stats["domains"] == {"A": 9, "B": 4, "pairs": 0}
+    m = read_manifest(out).to_pylist()
+    assert summarize(out)["fields"] == ["a.png", "b.png"]
+    for r in m:
+        domain = r["key"][0]
+        assert (r["offset"] is None) == (domain == "B") and (r["length"] is None) == (domain == "B")
+        assert (r["offset_b"] is None) == (domain == "A")
+        members = tar_members(out / r["shard"])
+        name = f"{r['key']}.{domain.lower()}.png"
+        assert [k for k in members if k.startswith(r["key"] + ".")] == [name]
+        assert hashlib.sha256(members[name]).hexdigest() == r["sha256"]
+        i = int(r["key"][2:]) + (1000 if domain == "B" else 0)
+        assert (decode_png(members[name]) == image(i)).all()
+
+
+def test_pairs_and_single_domains_mix_but_not_with_single_images(tmp_path):
+    # A B-only first sample still opens the translation layout; pairs may follow.
+    first = Sample("B-0", {"b.png": image(0)}, None, "")
+    stats = write([first, *samples(3, labels=False, paired=True)], tmp_path / "a", classes=None)
+    assert stats["domains"] == {"A": 3, "B": 4, "pairs": 3}
+    assert "domains" not in write(samples(3), tmp_path / "b")
+    with pytest.raises(ValueError, match=r"fields \['png'\], expected \('a.png', 'b.png'\)"):
+        write([first, *samples(1)], tmp_path / "c", classes=None)
+
+
+def test_a_translation_domain_without_usable_images_is_a_clear_error(tmp_path):
+    items = [*one_domain_samples(3, 0), Skipped("B/x.png", "truncated")]
+    with pytest.raises(GanlibError, match="no usable images of domain B in .*: 1 inputs skipped"):
+        write(items, tmp_path / "shards", classes=None)
+    assert not (tmp_path / "shards").exists()

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ganlib.config import TrainConfig
+from ganlib.sampling import export_generator, load_generator
 from ganlib.training.checkpoint import load_checkpoint
 from ganlib.training.loop import RunSpec, train
-from ganlib.training.run import export_generator, load_generator
 from ganlib.training.session import LocalSession
 
 TINY = TrainConfig(
@@ -67,6 +67,24 @@ def test_other_identity_starts_over(digit_shards, tmp_path):
     run(other, tmp_path)
     state = load_checkpoint(sorted(tmp_path.glob("checkpoint_*"))[-1])
     assert state["identity"] == "another" and state["resumed_from"] == []
+
+
+def test_ema_half_life_ramps_up_from_the_first_step(digit_shards, tmp_path):
+    # Step 1 has seen no images yet: G_ema is G; later steps average (G_ema lags G).
+    one = run(spec_for(digit_shards, steps=1, ema_kimg=10.0), tmp_path / "one")
+    assert states_equal(one["G"].state_dict(), one["G_ema"].state_dict())
+    three = run(spec_for(digit_shards, steps=3, ema_kimg=10.0), tmp_path / "three")
+    assert not states_equal(three["G"].state_dict(), three["G_ema"].state_dict())
+
+
+def test_fewer_steps_than_trained_start_over(digit_shards, tmp_path):
+    run(spec_for(digit_shards, steps=6), tmp_path / "long")
+    shorter = run(spec_for(digit_shards, steps=3), tmp_path / "long")
+    fresh = run(spec_for(digit_shards, steps=3), tmp_path / "fresh")
+    assert shorter["step"] == 3
+    assert states_equal(shorter["G_ema"].state_dict(), fresh["G_ema"].state_dict())
+    state = load_checkpoint(sorted((tmp_path / "long").glob("checkpoint_*"))[-1])
+    assert state["step"] == 3 and state["resumed_from"] == []
 
 
 def test_divergence_stops_without_checkpointing_garbage(digit_shards, tmp_path):

@@ -1,0 +1,174 @@
+"""The evaluate stage's library: measure a generator under a protocol card.
+
+The extractor and its reference features come from the featurize stage
+(:mod:`ganlib.metrics.featurize`). ``evaluate_generator`` measures a generator against that
+reference under a protocol card, next to the real-vs-real floor: the val split measured
+against the same reference, with as many images as the generator gets, so that both numbers
+have the same card. See :mod:`ganlib.metrics.features` for the extractors and the card.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ganlib.config import EvalConfig
+from ganlib.data.loader import iter_split
+from ganlib.data.shards import dataset_info
+from ganlib.errors import GanlibError
+from ganlib.grid import save_grid
+from ganlib.metrics.features import (
+    REFERENCE,
+    Extractor,
+    check_compatible,
+    compute_outputs,
+    load_extractor,
+    load_reference,
+    protocol_card,
+    protocol_hash,
+)
+from ganlib.metrics.generation import class_coverage, fid_from_stats, generation_metrics, mean_cov
+from ganlib.sampling import generate, load_generator
+
+SHEET_COLUMNS = 10  # images per class row in eval/sheets/classes.png
+NEAREST_PAIRS = 16  # generated images shown next to their nearest real val image
+MIN_EVAL_IMAGES = 20  # fewer real val images than this make every metric noise
+
+
+def load_featurized(directory: Path, *, channels: int, resolution: int) -> tuple[Extractor, dict]:
+    """The featurize stage's extractor, checked against the data's format."""
+    extractor, meta = load_extractor(directory)
+    check_compatible(meta, channels=channels, resolution=resolution)
+    return extractor, meta
+
+
+def evaluate_generator(
+    generator_dir: Path,
+    shards: Path,
+    featurize_dir: Path,
+    cfg: EvalConfig,
+    *,
+    seed: int,
+    out: Path,
+) -> dict[str, Any]:
+    """Measure the exported generator; writes ``out/samples.png`` and ``out/sheets/`` and
+    returns ``eval/metrics.json``: the generator's metrics at the top level, ``floor`` (real
+    val images in place of generated ones), ``protocol`` (the card) and ``protocol_hash``."""
+    G, gmeta = load_generator(generator_dir)
+    mcfg = gmeta["model_config"]
+    info = dataset_info(shards)
+    if (mcfg["channels"], mcfg["resolution"]) != (info["channels"], info["resolution"]):
+        raise GanlibError(
+            f"{generator_dir}: the generator makes {mcfg['channels']}-channel "
+            f"{mcfg['resolution']}px images, the shards hold {info['channels']}-channel "
+            f"{info['resolution']}px; re-run the train stage"
+        )
+    extractor, emeta = load_featurized(
+        featurize_dir, channels=info["channels"], resolution=info["resolution"]
+    )
+    ref = load_reference(featurize_dir / REFERENCE)
+
+    # -- real side of the floor: the val split, subset to n images ------------------------
+    val = torch.cat(list(images_of(shards, "val", cfg.batch_size)))  # [V, C, H, W] in [-1, 1]
+    if len(val) < MIN_EVAL_IMAGES:
+        raise GanlibError(
+            f"the val split holds {len(val)} images, fewer than {MIN_EVAL_IMAGES}; "
+            "raise data.val_fraction"
+        )
+    n = min(cfg.num_fake, len(val))
+    if n < len(val):
+        keep = np.sort(np.random.default_rng(seed).choice(len(val), n, replace=False))
+        val = val[torch.from_numpy(keep)]
+    # -- generated side: seeds seed*10^6 + i, as a user sampling the registered model gets ---
+    seeds = [seed * 1_000_000 + i for i in range(n)]
+    fake = _to_float(generate(G, mcfg, seeds))  # [n, C, H, W]
+
+    fake_f, fake_p = compute_outputs(extractor, fake.split(cfg.batch_size))
+    val_f, val_p = compute_outputs(extractor, val.split(cfg.batch_size))
+    result = _metrics(ref, fake_f, fake_p, cfg, seed)
+    floor = _metrics(ref, val_f, val_p, cfg, seed)
+    card = protocol_card(
+        emeta,
+        split="train",
+        num_real=ref.num_samples,
+        num_fake=n,
+        resolution=info["resolution"],
+        channels=info["channels"],
+        seed=seed,
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    grid = _to_float(generate(G, mcfg, [seed * 1_000_000 + i for i in range(64)]))  # = fake[:64]
+    save_grid(grid, out / "samples.png", scale=_scale(info["resolution"]))
+    sheets = out / "sheets"
+    shutil.rmtree(sheets, ignore_errors=True)
+    sheets.mkdir()
+    if fake_p is not None:
+        _class_sheet(fake, fake_p, sheets / "classes.png", info["resolution"])
+    _nearest_sheet(fake, fake_f, val, val_f, sheets / "nearest.png", info["resolution"])
+    return {
+        **result,
+        "floor": floor,
+        "protocol": card,
+        "protocol_hash": protocol_hash(card),
+        "generator_step": gmeta.get("step"),
+        "extractor_val_accuracy": emeta.get("report", {}).get("val_accuracy"),
+    }
+
+
+def _metrics(ref, feats: np.ndarray, probs: np.ndarray | None, cfg: EvalConfig, seed: int):
+    out = generation_metrics(
+        ref.features,
+        feats,
+        fake_probs=probs,
+        k=cfg.k,
+        kid_subsets=cfg.kid_subsets,
+        kid_subset_size=cfg.kid_subset_size,
+        seed=seed,
+    )
+    # FID against the statistics of every reference image, not only the kept features.
+    out |= fid_from_stats(ref.mu, ref.sigma, *mean_cov(feats))
+    if probs is not None:  # the mode-collapse flag at this project's threshold
+        out |= class_coverage(probs, collapse_below=cfg.min_class_coverage)
+    return {k: float(v) for k, v in out.items()}
+
+
+def images_of(shards: Path, split: str, batch_size: int) -> Iterator[torch.Tensor]:
+    """The images ``[B, C, H, W]`` in [-1, 1] of one split, in manifest order."""
+    return (batch["image"] for batch in iter_split(shards, split, batch_size))
+
+
+def _to_float(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``[N, H, W, C]`` -> float ``[N, C, H, W]`` in [-1, 1], as the loader gives."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def _scale(resolution: int) -> int:
+    return max(1, 128 // resolution)
+
+
+def _class_sheet(fake: torch.Tensor, probs: np.ndarray, path: Path, resolution: int) -> None:
+    """One row per class: the generated images the classifier is surest are that class;
+    blank cells where the generator made too few of it (mode collapse shows as blank rows)."""
+    pred, conf = probs.argmax(axis=1), probs.max(axis=1)
+    blank = torch.full_like(fake[0], -1.0)
+    tiles = []
+    for c in range(probs.shape[1]):
+        idx = np.flatnonzero(pred == c)
+        idx = idx[np.argsort(-conf[idx], kind="stable")][:SHEET_COLUMNS]
+        tiles += [fake[i] for i in idx] + [blank] * (SHEET_COLUMNS - len(idx))
+    save_grid(torch.stack(tiles), path, nrow=SHEET_COLUMNS, scale=_scale(resolution))
+
+
+def _nearest_sheet(fake, fake_f, val, val_f, path: Path, resolution: int) -> None:
+    """Pairs of (generated image, its nearest real val image in feature space)."""
+    m = min(NEAREST_PAIRS, len(fake))
+    dist = torch.cdist(torch.from_numpy(fake_f[:m]), torch.from_numpy(val_f))  # [m, V]
+    nearest = dist.argmin(dim=1)
+    tiles = [t for i in range(m) for t in (fake[i], val[nearest[i]])]
+    save_grid(torch.stack(tiles), path, nrow=8, scale=_scale(resolution))

@@ -1,0 +1,252 @@
+"""The MLflow side of a trained generator: the pyfunc model, its registered versions, and the
+promotion rule (SPEC section 7).
+
+A version is a pyfunc "from code" (``ganlib/serving.py``) whose one artifact is the exported
+generator directory (``models/generator``): loading it rebuilds G from its config and reads the
+weights as data. ganlib's own package ships with it (``code_paths``), so the model loads where
+ganlib is not installed (``mlflow models serve`` with a virtualenv, a Docker image) and always
+with the architecture code its weights were trained with.
+
+Promotion: ``champion`` moves to a new version only if its FID is strictly lower than the
+champion's under the same protocol hash; otherwise the new version takes ``challenger``. A
+dethroned champion keeps no alias; ``register/model.json`` names it (``previous_champion``) for
+a rollback (``set_registered_model_alias(name, "champion", previous)``). The alias is set last,
+so a failure anywhere before it leaves ``champion`` where it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from importlib.metadata import version as installed_version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema, TensorSpec
+
+from ganlib.config import validate_model_name
+from ganlib.errors import GanlibError
+from ganlib.sampling import load_generator
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+FID_TAG, PROTOCOL_TAG = "metric.fid", "protocol_hash"
+SERVING_CODE = Path(__file__).with_name("serving.py")  # the models-from-code file
+PACKAGE = Path(__file__).parent  # shipped with the model as code_paths
+
+
+def model_signature(model_config: Mapping[str, Any]) -> ModelSignature:
+    """``seed`` (long, required), ``label`` (long, optional) -> ``uint8 [-1, H, W, C]``.
+
+    Every generator takes the same columns; an unconditional one answers a ``label`` with an
+    error rather than MLflow dropping the column unseen.
+    """
+    inputs = Schema([ColSpec("long", "seed"), ColSpec("long", "label", required=False)])
+    R, C = int(model_config["resolution"]), int(model_config["channels"])
+    return ModelSignature(inputs, Schema([TensorSpec(np.dtype(np.uint8), (-1, R, R, C))]))
+
+
+def log_generator(
+    client_or_uri: MlflowClient | str, run_id: str, generator_dir: Path, *, name: str = "generator"
+) -> str:
+    """Log an exported generator directory as a pyfunc model of run ``run_id``.
+
+    The LoggedModel lives in the run's experiment and links to the run (MLmodel ``run_id``, the
+    run's outputs, its metrics at the generator's step). Returns ``models:/<model_id>``.
+    """
+    client = _client(client_or_uri)
+    _, meta = load_generator(generator_dir)  # refuse a broken directory before logging
+    mcfg = meta["model_config"]
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(
+        run.info.experiment_id, name=name, source_run_id=run_id, params=run.data.params
+    )
+    example = {"seed": [0, 1], **({"label": [0, 1]} if mcfg["num_classes"] else {})}
+    with _process_uris(client.tracking_uri):
+        info = Model.log(
+            artifact_path=None,  # deprecated for ``name``, yet still a required argument
+            name=name,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=logged.model_id,
+            step=int(meta["step"]),
+            python_model=str(SERVING_CODE),
+            artifacts={"generator": str(Path(generator_dir).resolve())},
+            code_paths=[str(PACKAGE)],
+            signature=model_signature(mcfg),
+            input_example=pd.DataFrame(example, dtype="int64"),
+            pip_requirements=_pip_requirements(),
+            metadata=meta,
+        )
+    return info.model_uri
+
+
+def register_generator(
+    client_or_uri: MlflowClient | str,
+    run_id: str,
+    generator_dir: Path,
+    *,
+    model_name: str,
+    fid: float,
+    protocol_hash: str,
+    tags: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Log, register as a new version of ``model_name``, tag, promote; returns model.json.
+
+    The version carries ``tags`` (e.g. other ``metric.<name>``, ``protocol_card``,
+    ``git_commit``, ``data_hash``; dicts and lists are stored as JSON) plus ``metric.fid`` and
+    ``protocol_hash`` from the arguments, all set in the same call that creates it. The result:
+    ``{name, version, alias, reason, run_id, model_uri ("models:/NAME/VERSION"),
+    logged_model_uri ("models:/<model_id>"), fid, protocol_hash, previous_champion}``, the last
+    being the champion's version before this call (None if there was none).
+    """
+    validate_model_name(model_name)
+    tags = dict(tags or {})
+    if FID_TAG in tags or PROTOCOL_TAG in tags:
+        raise ValueError(f"pass {FID_TAG} and {PROTOCOL_TAG} as fid= and protocol_hash=")
+    client = _client(client_or_uri)
+    logged_uri = log_generator(client, run_id, generator_dir)
+    version_tags = {k: _tag_value(v) for k, v in tags.items()}
+    version_tags |= {FID_TAG: repr(float(fid)), PROTOCOL_TAG: protocol_hash}
+    with _process_uris(client.tracking_uri):
+        version = int(mlflow.register_model(logged_uri, model_name, tags=version_tags).version)
+    promotion = promote(client, model_name, version, fid, protocol_hash)
+    return {
+        "name": model_name,
+        "version": version,
+        "alias": promotion["alias"],
+        "reason": promotion["reason"],
+        "run_id": run_id,
+        "model_uri": f"models:/{model_name}/{version}",
+        "logged_model_uri": logged_uri,
+        "fid": float(fid),
+        "protocol_hash": protocol_hash,
+        "previous_champion": promotion["previous_champion"],
+    }
+
+
+def decide_alias(
+    new_fid: float, new_protocol: str, champion: Mapping[str, Any] | None
+) -> tuple[str, str]:
+    """The promotion rule: ``("champion" | "challenger", one-line reason)``.
+
+    ``champion`` is ``{"version", "fid", "protocol_hash"}`` of the current champion, or None.
+    FIDs measured under different protocol cards are never compared; a tie does not promote.
+    """
+    if champion is None:
+        return CHAMPION, "no champion yet"
+    v, old_fid, old_protocol = champion["version"], champion["fid"], champion["protocol_hash"]
+    if old_protocol != new_protocol:
+        return CHALLENGER, (
+            f"champion v{v} was measured under protocol {str(old_protocol)[:12]}, this version "
+            f"under {new_protocol[:12]}; FIDs under different protocol cards are never compared"
+        )
+    if new_fid < old_fid:
+        return CHAMPION, f"FID {new_fid:.6g} beats champion v{v}'s {old_fid:.6g}"
+    return CHALLENGER, f"FID {new_fid:.6g} does not beat champion v{v}'s {old_fid:.6g}"
+
+
+def current_champion(client: MlflowClient, name: str) -> dict[str, Any] | None:
+    """``{"version", "fid", "protocol_hash"}`` of ``name@champion`` from its tags, or None."""
+    aliases = client.get_registered_model(name).aliases  # {alias: version}
+    if CHAMPION not in aliases:
+        return None
+    mv = client.get_model_version(name, aliases[CHAMPION])
+    return {
+        "version": int(mv.version),
+        "fid": float(mv.tags.get(FID_TAG, math.nan)),  # NaN: nothing beats it, by design
+        "protocol_hash": mv.tags.get(PROTOCOL_TAG),
+    }
+
+
+def promote(
+    client: MlflowClient, name: str, version: int, fid: float, protocol_hash: str
+) -> dict[str, Any]:
+    """Apply :func:`decide_alias` to version ``version`` and set its alias (the last write).
+
+    Returns ``{"alias", "reason", "previous_champion"}``: the champion's version before this
+    call, or None.
+    """
+    champion = current_champion(client, name)
+    alias, reason = decide_alias(float(fid), protocol_hash, champion)
+    client.set_registered_model_alias(name, alias, str(version))
+    return {
+        "alias": alias,
+        "reason": reason,
+        "previous_champion": champion["version"] if champion else None,
+    }
+
+
+def sample_registered(
+    model_uri: str, tracking_uri: str, seeds: Sequence[int], labels: Sequence[int] | None = None
+) -> np.ndarray:
+    """Load ``models:/NAME@alias`` (or ``/VERSION``) and sample it: ``uint8 [N, H, W, C]``."""
+    with tempfile.TemporaryDirectory() as tmp, _process_uris(tracking_uri):
+        try:  # resolving models:/NAME@alias reads the process-wide registry URI
+            local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        except MlflowException as exc:
+            raise GanlibError(f"{model_uri}: {_one_line(exc.message)} ({tracking_uri})") from None
+        model = mlflow.pyfunc.load_model(local)  # reads everything it needs into memory
+    frame = pd.DataFrame({"seed": seeds}, dtype="int64")
+    if labels is not None:
+        frame["label"] = pd.Series(labels, dtype="int64")
+    try:
+        return model.predict(frame)
+    except MlflowException as exc:
+        raise GanlibError(f"{model_uri}: {_one_line(exc.message)}") from None
+
+
+def _client(client_or_uri: MlflowClient | str) -> MlflowClient:
+    if isinstance(client_or_uri, MlflowClient):
+        return client_or_uri
+    return MlflowClient(tracking_uri=client_or_uri, registry_uri=client_or_uri)
+
+
+@contextlib.contextmanager
+def _process_uris(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking and registry URIs at ``uri`` for the block.
+
+    ``Model.log``, ``register_model``, the SQL registry's lookup of a ``models:/<id>`` source
+    and the resolution of ``models:/NAME@alias`` take no client: they read these. MLflow
+    mirrors them into environment variables; afterwards both are unset again and the
+    environment is put back, so MLflow follows it as before.
+    """
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _pip_requirements() -> list[str]:
+    """What the model imports (pillow: ganlib.grid), pinned to this environment; MLflow adds
+    itself. A local build tag such as torch's ``+cpu`` is no version pip can find: dropped."""
+    packages = ("torch", "numpy", "pandas", "pillow")
+    return [f"{p}=={installed_version(p).split('+')[0]}" for p in packages]
+
+
+def _tag_value(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())

@@ -1,0 +1,42 @@
+"""The registered generator's MLflow "models from code" file (see ``ganlib.registry``).
+
+MLflow copies this file into the logged model and runs it at load time; the weights come from
+the model's ``generator`` artifact (an exported generator directory), read as data. Nothing is
+pickled. Input: a DataFrame with an int ``seed`` column and, for conditional generators, an
+optional int ``label`` column; output: ``uint8 [N, H, W, C]``, one image per row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PythonModel
+
+from ganlib.errors import GanlibError
+from ganlib.sampling import generate, load_generator
+
+
+class GeneratorModel(PythonModel):
+    """A pyfunc that rebuilds G_ema from its exported directory and samples it by seed."""
+
+    def load_context(self, context) -> None:
+        self.G, meta = load_generator(context.artifacts["generator"])
+        self.model_config = meta["model_config"]
+
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
+        """``model_input``: DataFrame ``seed`` (int), optional ``label`` (int) ->
+        ``uint8 [N, H, W, C]``."""
+        labels = model_input["label"].tolist() if "label" in model_input.columns else None
+        try:
+            return generate(self.G, self.model_config, model_input["seed"].tolist(), labels)
+        except GanlibError as exc:  # the scoring server answers 400 with this message
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+
+
+mlflow.models.set_model(GeneratorModel())

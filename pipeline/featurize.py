@@ -1,0 +1,36 @@
+"""DVC stage ``featurize``: the feature extractor behind every metric, and the reference.
+
+Outs: ``featurize/extractor/`` (``extractor.pt`` weights, ``extractor.json`` kind, rebuild
+config and weights hash, ``reference.npz`` features of the real train split) and
+``featurize/report.json`` (metrics: the kind, and for the classifier its val accuracy).
+Reads ``seed`` and ``featurize`` from ``params.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ganlib.errors import GanlibError
+from ganlib.metrics.featurize import featurize
+from pipeline import _stage
+from pipeline._stage import FEATURIZE, SHARDS
+
+
+def main() -> None:
+    params = _stage.params()
+    cfg = params.featurize
+    if cfg.kind == "inception" and not Path(cfg.inception_weights).is_file():
+        raise GanlibError(
+            f"featurize.inception_weights: {cfg.inception_weights} does not exist; give the "
+            "path of pt_inception-2015-12-05-6726825d.pth (it is never downloaded)"
+        )
+    report = featurize(cfg, SHARDS, FEATURIZE, seed=params.seed)
+    Path("featurize/report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    acc = report.get("val_accuracy")
+    accuracy = f", val accuracy {acc:.3f}" if isinstance(acc, float) else ""
+    print(f"featurize: {report['kind']} extractor{accuracy}, {report['reference_samples']} real")
+
+
+if __name__ == "__main__":
+    _stage.run(main)

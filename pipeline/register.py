@@ -1,0 +1,72 @@
+"""DVC stage ``register``: publish the generator to the MLflow Model Registry.
+
+Logs ``models/generator`` as a pyfunc model in the train stage's MLflow run, registers it as
+a new version of ``register.model_name``, tags the version with its metrics, protocol card,
+git commit and data hash, and moves the alias ``champion`` to it only if it beats the
+current champion's FID under the same protocol card (else it gets ``challenger``). Out:
+``register/model.json``. Reads ``register`` and ``mlflow``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+from ganlib import tracking
+from ganlib.registry import register_generator
+from pipeline import _stage
+from pipeline._stage import GENERATOR, SHARDS, TRAIN_SUMMARY
+
+EVAL_METRICS = Path("eval/metrics.json")
+OUT = Path("register/model.json")
+
+
+def git_commit() -> str:
+    """The project's HEAD commit (with ``-dirty`` for uncommitted changes), or ``unknown``."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def main() -> None:
+    params = _stage.params()
+    name = params.register.model_name
+    metrics = json.loads(EVAL_METRICS.read_text())
+    run_id = json.loads(TRAIN_SUMMARY.read_text())["mlflow_run_id"]
+    mlflow = tracking.client(params.mlflow, Path.cwd())
+    numbers = {f"metric.{k}": v for k, v in metrics.items() if isinstance(v, float) and k != "fid"}
+    manifest = (SHARDS / "manifest.parquet").read_bytes()
+    record = register_generator(
+        mlflow,
+        run_id,
+        GENERATOR,
+        model_name=name,
+        fid=metrics["fid"],
+        protocol_hash=metrics["protocol_hash"],
+        tags={
+            **numbers,
+            "metric.floor_fid": metrics["floor"]["fid"],
+            "protocol_card": metrics["protocol"],
+            "git_commit": git_commit(),
+            "data_hash": hashlib.sha256(manifest).hexdigest(),
+        },
+    )
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    print(f"register: {name} v{record['version']} is {record['alias']}: {record['reason']}")
+
+
+if __name__ == "__main__":
+    _stage.run(main)

@@ -1,0 +1,331 @@
+"""The registered generator on a real MLflow (temporary SQLite store): the pyfunc contract,
+version links and tags, the promotion rule, and ``mlflow models serve``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import _validate_model_name
+
+from ganlib import registry, tracking
+from ganlib.config import validate_model_name
+from ganlib.errors import GanlibError
+from ganlib.registry import decide_alias, register_generator
+from ganlib.sampling import generate, load_generator
+from tests.test_sampling import export_tiny
+
+P1, P2 = "a" * 64, "b" * 64  # protocol hashes
+TAGS = {"protocol_card": {"extractor": "tiny", "num_fake": 64}, "git_commit": "abc123",
+        "data_hash": "d" * 64, "metric.kid": 0.25}  # fmt: skip
+
+
+class Store:
+    """A temporary tracking + registry store with one training run and two exported G."""
+
+    def __init__(self, root: Path):
+        self.uri = f"sqlite:///{root / 'mlflow.db'}"
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        exp = tracking.experiment_id(self.client, "test", root)  # artifacts under root
+        self.run_id = tracking.start_run(
+            self.client, exp, run_name="train", params={"train.lr_g": 2e-4}, tags={}
+        )
+        self.uncond = export_tiny(root / "uncond", channels=1)
+        self.cond = export_tiny(root / "cond", channels=3, num_classes=3)
+
+    def register(self, name, fid, protocol=P1, directory=None, tags=TAGS):
+        return register_generator(
+            self.client, self.run_id, directory or self.uncond,
+            model_name=name, fid=fid, protocol_hash=protocol, tags=tags,
+        )  # fmt: skip
+
+    def aliases(self, name) -> dict[str, int]:
+        return dict(self.client.get_registered_model(name).aliases)
+
+    def pyfunc(self, model_json):
+        """The logged model straight from its artifact location: no registry lookup."""
+        model_id = model_json["logged_model_uri"].removeprefix("models:/")
+        return mlflow.pyfunc.load_model(self.client.get_logged_model(model_id).artifact_location)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Store:
+    return Store(tmp_path_factory.mktemp("mlflow"))
+
+
+@pytest.fixture(scope="module")
+def uncond(store):
+    """``uncond`` v1 (champion) and its pyfunc."""
+    info = store.register("uncond", fid=10.0)
+    return info, store.pyfunc(info)
+
+
+@pytest.fixture(scope="module")
+def cond(store):
+    """``cond`` v1: 3 classes, 3 channels, and its pyfunc."""
+    info = store.register("cond", fid=10.0, directory=store.cond)
+    return info, store.pyfunc(info)
+
+
+# -- names -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["gan", "ganlib-digits_v2.1", "G_ema", "0", "a" * 256])
+def test_valid_names_are_valid_for_mlflow_too(name):
+    validate_model_name(name)
+    _validate_model_name(name)  # MLflow's own check agrees
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", " gan", "gan ", "a b", "a/b", "a:b", "a@b", ".", "..", "..a", ".a", "-a", "a" * 257,
+     "gän"],
+)  # fmt: skip
+def test_invalid_names_are_one_line_errors(name):
+    with pytest.raises(GanlibError) as err:
+        validate_model_name(name)
+    message = str(err.value)
+    prefix = f"params.yaml: register.model_name: {name!r} is not a valid MLflow model name"
+    assert message.startswith(prefix)
+    assert message.endswith("pick another") and "\n" not in message
+
+
+def test_registering_under_an_invalid_name_logs_nothing(store):
+    before = store.client.get_run(store.run_id).outputs.model_outputs
+    with pytest.raises(GanlibError, match="register.model_name"):
+        store.register("a/b", fid=1.0)
+    assert store.client.get_run(store.run_id).outputs.model_outputs == before
+
+
+# -- the pyfunc contract ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 7])
+def test_pyfunc_returns_uint8_images_for_any_batch_size(uncond, n):
+    _, model = uncond
+    images = model.predict(pd.DataFrame({"seed": range(n)}))
+    assert images.dtype == np.uint8 and images.shape == (n, 32, 32, 1)
+
+
+def test_pyfunc_image_depends_only_on_the_seed(uncond, store):
+    _, model = uncond
+    seven = model.predict(pd.DataFrame({"seed": range(7)}))
+    alone = model.predict(pd.DataFrame({"seed": [5]}))
+    assert np.array_equal(alone[0], seven[5])
+    assert np.array_equal(model.predict(pd.DataFrame({"seed": range(7)})), seven)
+    G, meta = load_generator(store.uncond)
+    assert np.array_equal(seven, generate(G, meta["model_config"], range(7)))
+
+
+def test_pyfunc_takes_labels_when_conditional(cond, store):
+    _, model = cond
+    default = model.predict(pd.DataFrame({"seed": [0, 1, 2, 3]}))
+    labelled = model.predict(pd.DataFrame({"seed": [0, 1, 2, 3], "label": [2, 2, 2, 2]}))
+    assert default.shape == (4, 32, 32, 3) and default.dtype == np.uint8
+    G, meta = load_generator(store.cond)
+    assert np.array_equal(default, generate(G, meta["model_config"], [0, 1, 2, 3]))
+    assert np.array_equal(labelled, generate(G, meta["model_config"], [0, 1, 2, 3], [2] * 4))
+    assert np.array_equal(labelled[2], default[2]) and not np.array_equal(labelled, default)
+    with pytest.raises(MlflowException, match=r"label: 5 is not a class of this generator"):
+        model.predict(pd.DataFrame({"seed": [0], "label": [5]}))
+
+
+def test_schema_rejects_a_frame_without_seed(uncond):
+    _, model = uncond
+    with pytest.raises(MlflowException, match=r"missing inputs \['seed'\]"):
+        model.predict(pd.DataFrame({"z": [1]}))
+    with pytest.raises(MlflowException, match="Can not safely convert float64 to int64"):
+        model.predict(pd.DataFrame({"seed": [1.5]}))
+
+
+def test_signature_and_input_example(uncond, cond):
+    for (_, model), example in ((uncond, ["seed"]), (cond, ["seed", "label"])):
+        sig = model.metadata.signature
+        assert sig.inputs.input_names() == ["seed", "label"]
+        assert [c.required for c in sig.inputs.inputs] == [True, False]
+        assert model.input_example.columns.tolist() == example
+    assert uncond[1].metadata.signature.outputs.inputs[0].shape == (-1, 32, 32, 1)
+    spec = cond[1].metadata.signature.outputs.inputs[0]
+    assert spec.type == np.dtype(np.uint8) and spec.shape == (-1, 32, 32, 3)
+
+
+def test_unconditional_pyfunc_refuses_labels(uncond):
+    with pytest.raises(MlflowException, match="this generator is unconditional"):
+        uncond[1].predict(pd.DataFrame({"seed": [0], "label": [0]}))
+
+
+# -- versions: links, tags, model.json -------------------------------------------------------
+
+
+def test_version_links_to_the_run_and_carries_the_tags(uncond, store):
+    info, _ = uncond
+    assert set(info) == {
+        "name", "version", "alias", "reason", "run_id", "model_uri", "logged_model_uri", "fid",
+        "protocol_hash", "previous_champion",
+    }  # fmt: skip
+    assert info["model_uri"] == f"models:/uncond/{info['version']}"
+    mv = store.client.get_model_version("uncond", str(info["version"]))
+    assert mv.run_id == store.run_id and mv.source == info["logged_model_uri"]
+    assert mv.tags == {
+        "metric.fid": "10.0", "protocol_hash": P1, "git_commit": "abc123", "data_hash": "d" * 64,
+        "metric.kid": "0.25", "protocol_card": json.dumps(TAGS["protocol_card"], sort_keys=True),
+    }  # fmt: skip
+    model_id = info["logged_model_uri"].removeprefix("models:/")
+    logged = store.client.get_logged_model(model_id)
+    run = store.client.get_run(store.run_id)
+    assert logged.source_run_id == store.run_id
+    assert logged.experiment_id == run.info.experiment_id
+    assert model_id in [o.model_id for o in run.outputs.model_outputs]
+
+
+@pytest.mark.parametrize("env_uri", [None, "sqlite:////elsewhere/mlflow.db"])
+def test_registration_puts_mlflow_process_uris_back(store, monkeypatch, env_uri):
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    if env_uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", env_uri)
+    else:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store.register("uris", fid=1.0)
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_uri
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    assert mlflow.get_tracking_uri() != store.uri
+    if env_uri:
+        assert mlflow.get_tracking_uri() == mlflow.get_registry_uri() == env_uri
+
+
+# -- promotion -------------------------------------------------------------------------------
+
+
+def test_decide_alias():
+    champ = {"version": 3, "fid": 10.0, "protocol_hash": P1}
+    assert decide_alias(50.0, P1, None) == ("champion", "no champion yet")
+    assert decide_alias(9.5, P1, champ)[0] == "champion"
+    assert decide_alias(10.0, P1, champ)[0] == "challenger"  # a tie does not promote
+    assert decide_alias(12.0, P1, champ)[0] == "challenger"
+    assert decide_alias(float("nan"), P1, champ)[0] == "challenger"
+    alias, reason = decide_alias(1.0, P2, champ)
+    assert alias == "challenger" and "never compared" in reason and "\n" not in reason
+
+
+def test_promotion(store):
+    v1 = store.register("promo", fid=10.0)
+    assert (v1["alias"], v1["previous_champion"]) == ("champion", None)
+    assert store.aliases("promo") == {"champion": 1}
+
+    v2 = store.register("promo", fid=12.0)  # worse: challenger, champion stays
+    assert (v2["alias"], v2["previous_champion"]) == ("challenger", 1)
+    assert "does not beat champion v1" in v2["reason"]
+    assert store.aliases("promo") == {"champion": 1, "challenger": 2}
+
+    v3 = store.register("promo", fid=8.0)  # better: champion moves, the old one keeps nothing
+    assert (v3["alias"], v3["previous_champion"]) == ("champion", 1)
+    assert store.aliases("promo") == {"champion": 3, "challenger": 2}
+
+    v4 = store.register("promo", fid=1.0, protocol=P2)  # another protocol card: not comparable
+    assert v4["alias"] == "challenger" and "never compared" in v4["reason"]
+    assert store.aliases("promo") == {"champion": 3, "challenger": 4}
+
+
+def test_a_failed_registration_leaves_the_champion(store, tmp_path):
+    store.register("fails", fid=10.0)
+    with pytest.raises(GanlibError, match="not an exported generator"):  # logging fails
+        store.register("fails", fid=1.0, directory=tmp_path)
+    with pytest.raises(MlflowException, match="exceeds the maximum length"):  # tagging fails
+        store.register("fails", fid=1.0, tags={"protocol_card": "x" * 100_001})
+    assert store.aliases("fails") == {"champion": 1}
+    assert [mv.version for mv in store.client.search_model_versions("name='fails'")] == [1]
+
+
+def test_sample_registered_resolves_aliases(uncond, store):
+    images = registry.sample_registered("models:/uncond@champion", store.uri, [5, 6])
+    assert np.array_equal(images, uncond[1].predict(pd.DataFrame({"seed": [5, 6]})))
+    with pytest.raises(GanlibError, match="alias nope not found"):
+        registry.sample_registered("models:/uncond@nope", store.uri, [0])
+
+
+# -- outside this process --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve(uncond, store, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
+         "models:/uncond@champion", "--env-manager", "local", "-p", str(port),
+         "--host", "127.0.0.1"],
+        env={**os.environ, "MLFLOW_TRACKING_URI": store.uri},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no /ping answer in 180 s"
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        body = {"dataframe_split": {"columns": ["seed"], "data": [[1], [2]]}}
+        answer = requests.post(f"{url}/invocations", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        served = np.array(answer.json()["predictions"])
+        assert served.shape == (2, 32, 32, 1) and served.min() >= 0 and served.max() <= 255
+        expected = uncond[1].predict(pd.DataFrame({"seed": [1, 2]}))
+        assert np.array_equal(served.astype(np.uint8), expected)
+        bad = requests.post(f"{url}/invocations", json={"dataframe_split": {
+            "columns": ["z"], "data": [[1]]}}, timeout=60)  # fmt: skip
+        assert bad.status_code == 400 and "missing inputs ['seed']" in bad.json()["message"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_model_loads_where_ganlib_is_not_installed(uncond, store, tmp_path):
+    # python -S skips site-packages' .pth files, among them ganlib's editable install.
+    script = (
+        "import sys; sys.path.append(sys.argv[1])\n"
+        "try:\n    import ganlib\nexcept ImportError:\n    pass\n"
+        "else:\n    sys.exit('ganlib is importable')\n"
+        "import mlflow.pyfunc, numpy, pandas\n"
+        "model = mlflow.pyfunc.load_model(sys.argv[2])\n"
+        "numpy.save(sys.argv[3], model.predict(pandas.DataFrame({'seed': [1, 2]})))\n"
+        "import ganlib; print(ganlib.__file__)\n"
+    )
+    model_id = uncond[0]["logged_model_uri"].removeprefix("models:/")
+    location = store.client.get_logged_model(model_id).artifact_location
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", script, sysconfig.get_paths()["purelib"], location,
+         str(tmp_path / "images.npy")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "/artifacts/code/ganlib/" in out.stdout  # the copy shipped with the model
+    expected = uncond[1].predict(pd.DataFrame({"seed": [1, 2]}))
+    assert np.array_equal(np.load(tmp_path / "images.npy"), expected)
