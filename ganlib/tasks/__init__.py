@@ -1,0 +1,1 @@
+"""Per-task pieces of the GAN: how G is fed, what D sees, and the losses of each phase."""

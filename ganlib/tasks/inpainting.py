@@ -1,0 +1,173 @@
+"""Inpainting: G repairs the hole of a masked image, D judges (image, mask) pairs.
+
+Tensors: ``real`` ``[B, C, H, W]`` in [-1, 1] (the loader's range), ``mask`` ``[B, 1, H, W]``
+float, 1 on the hole (see :mod:`ganlib.data.masks`).
+
+- The hole is first filled smoothly from its surroundings by pull-push (:func:`pull_push`);
+  G's input is that image plus the mask as one more channel (:func:`masked_input`), and G's
+  tanh output is a correction added to it: ``out = fill + G(fill, mask)``. On the 64-pixel
+  ``builtin:photos`` patches pull-push alone matches scikit-image's biharmonic inpainting on
+  hole L1 up to 40 % holes and beats it above; a U-Net given zeros in the hole instead must
+  first learn to rebuild the image through its skips, and after 800 steps was still worse
+  than biharmonic in every hole-area bin. From the fill, G starts at the classical result and
+  learns what to add (texture, edges).
+- ``out`` is composited into the image, ``fake = real * (1 - mask) + out * mask``
+  (:func:`composite`): the valid pixels are the input's, bit for bit.
+- D sees the composite (as in DeepFill v2), concatenated with the mask, against the real image
+  with the same mask (:func:`d_input`): it has to judge the filled region in its context and
+  cannot win by spotting changes in the valid region.
+- G's loss: L1 on the hole and on the valid region, each averaged over its own area and
+  weighted (Liu et al. 2018 weight the hole 6:1), plus the adversarial loss on the composite.
+
+:class:`InpaintingLoss` runs the losses by phase. Each method makes exactly one D forward and
+returns the loss of that forward, so the training loop backpropagates it before the next
+forward (the DDP rule at the top of :mod:`ganlib.training.loop`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ganlib.losses import AdversarialLoss
+from ganlib.models.unet import crop, pad_to_multiple
+
+
+def _check(image: Tensor, mask: Tensor) -> None:
+    if image.dim() != 4 or mask.shape != (image.shape[0], 1, *image.shape[2:]):
+        raise ValueError(
+            f"image must be [B, C, H, W] and mask [B, 1, H, W]; got {list(image.shape)} and "
+            f"{list(mask.shape)}"
+        )
+
+
+def composite(real: Tensor, out: Tensor, mask: Tensor) -> Tensor:
+    """``real * (1 - mask) + out * mask``: ``[B, C, H, W]``.
+
+    Where ``mask`` is 0 this is ``real + out * 0``, which is ``real`` exactly (bit for bit) as
+    long as ``out`` is finite.
+    """
+    _check(real, mask)
+    return real * (1 - mask) + out * mask
+
+
+def pull_push(image: Tensor, mask: Tensor) -> Tensor:
+    """The hole filled smoothly from the valid pixels around it: ``[B, C, H, W]``.
+
+    Pull-push (Gortler et al. 1996, "The Lumigraph"): pull - average the valid pixels into a
+    pyramid of 2x2 blocks, each block the mean of its valid pixels, down to one pixel; push -
+    fill each level's holes with the bilinear upsampling of the level below. Every filled
+    value is a weighted mean of valid pixels, nearer ones weighing more; any image size works.
+    A hole covering the whole image is filled with 0, the middle of the value range.
+    """
+    _check(image, mask)
+    if max(image.shape[-2:]) == 1:
+        return image * (1 - mask)
+    valid = 1 - mask
+    weight = F.avg_pool2d(valid, 2, ceil_mode=True)  # [B, 1, ceil(H/2), ceil(W/2)]
+    mean = F.avg_pool2d(image * valid, 2, ceil_mode=True) / weight.clamp(min=1e-12)
+    coarse = pull_push(mean, (weight == 0).to(mask.dtype))  # holes only where no valid pixel
+    up = F.interpolate(coarse, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    return composite(image, up, mask)
+
+
+def masked_input(real: Tensor, mask: Tensor) -> Tensor:
+    """G's input: the image with its hole filled by :func:`pull_push`, and the mask:
+    ``[B, C + 1, H, W]``. Nothing of the hole's content gets through."""
+    return torch.cat([pull_push(real, mask), mask], dim=1)
+
+
+def d_input(image: Tensor, mask: Tensor) -> Tensor:
+    """D's input: an image (real or composite) and its mask, ``[B, C + 1, H, W]``."""
+    _check(image, mask)
+    return torch.cat([image, mask], dim=1)
+
+
+def generate(G: nn.Module, real: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """``(out, fake)``: the pull-push fill plus G's correction, and its composite, both
+    ``[B, C, H, W]``.
+
+    For training, where H and W suit G; ``G`` may be wrapped in DDP. ``out`` may leave
+    [-1, 1] a little (fill + correction); the losses pull it back, :func:`inpaint` clamps it.
+    """
+    x = masked_input(real, mask)  # [B, C + 1, H, W]
+    out = x[:, :-1] + G(x)  # [B, C, H, W]
+    return out, composite(real, out, mask)
+
+
+@torch.no_grad()
+def inpaint(G: nn.Module, image: Tensor, mask: Tensor) -> Tensor:
+    """Repair ``image`` ``[B, C, H, W]`` (in [-1, 1]) of any size: the composite, same shape.
+
+    G's input is padded to a multiple of ``G.multiple`` (see
+    :func:`ganlib.models.unet.pad_to_multiple`) and its output cropped back.
+    """
+    x = masked_input(image, mask)  # [B, C + 1, H, W]
+    padded, box = pad_to_multiple(x, G.multiple)
+    out = x[:, :-1] + crop(G(padded), box)  # [B, C, H, W]
+    return composite(image, out.clamp(-1.0, 1.0), mask)
+
+
+def masked_l1(out: Tensor, real: Tensor, weight: Tensor) -> Tensor:
+    """Mean ``|out - real|`` over the elements where ``weight`` ``[B, 1, H, W]`` is 1 (all
+    channels; a weight in between counts partly); 0 when the weight is 0 everywhere."""
+    area = weight.sum() * out.shape[1]  # elements in the region, over the batch
+    return ((out - real).abs() * weight).sum() / area.clamp(min=1.0)
+
+
+def l1_loss(
+    out: Tensor, real: Tensor, mask: Tensor, *, hole_weight: float, valid_weight: float
+) -> Tensor:
+    """``hole_weight * L1(hole) + valid_weight * L1(valid)``, each L1 a mean over its own area.
+
+    Normalising by area, rather than averaging over the whole image, keeps the balance between
+    the two terms the same for a 10 % hole and a 50 % one.
+    """
+    _check(real, mask)
+    return hole_weight * masked_l1(out, real, mask) + valid_weight * masked_l1(out, real, 1 - mask)
+
+
+@dataclass(frozen=True)
+class InpaintingLoss:
+    """The losses of inpainting, one method per D forward.
+
+    ``adversarial`` is one of :data:`ganlib.losses.LOSSES`; its terms average over D's patch
+    logits ``[B, 1, h, w]``.
+    """
+
+    adversarial: AdversarialLoss
+    hole_weight: float
+    valid_weight: float
+    adv_weight: float
+
+    def d_real(self, D: nn.Module, real: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """D phase, real: ``(loss, logits [B, 1, h, w])`` of D on the real image and mask."""
+        logits = D(d_input(real, mask))
+        return self.adversarial.d_real(logits), logits
+
+    def d_fake(self, D: nn.Module, fake: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """D phase, fake: ``(loss, logits)`` of D on the composite ``fake`` (detached here)."""
+        logits = D(d_input(fake.detach(), mask))
+        return self.adversarial.d_fake(logits), logits
+
+    def g(
+        self, G: nn.Module, D: nn.Module, real: Tensor, mask: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """G phase: ``(loss, stats)``. ``loss`` = weighted L1 + ``adv_weight`` * adversarial;
+        ``stats`` (detached) holds ``l1_hole``, ``l1_valid``, ``adv`` and ``D_fake`` (D's
+        mean logit on the composite)."""
+        out, fake = generate(G, real, mask)
+        logits = D(d_input(fake, mask))  # [B, 1, h, w]
+        adv = self.adversarial.g_loss(logits)
+        l1 = l1_loss(out, real, mask, hole_weight=self.hole_weight, valid_weight=self.valid_weight)
+        with torch.no_grad():
+            stats = {
+                "l1_hole": masked_l1(out, real, mask),
+                "l1_valid": masked_l1(out, real, 1 - mask),
+                "adv": adv.detach(),
+                "D_fake": logits.mean(),
+            }
+        return l1 + self.adv_weight * adv, stats

@@ -1,0 +1,229 @@
+"""Translation: G turns an image of domain A into one of domain B.
+
+Tensors: ``a``, ``b`` ``[B, C, H, W]`` in [-1, 1] (the loader's range).
+
+- pix2pix (Isola et al. 2017), for (A, B) pairs: a U-Net ``G``; a PatchGAN ``D`` conditioned on
+  the input, judging ``cat(a, b)`` against ``cat(a, G(a))`` (:func:`d_input`); G's loss is the
+  adversarial one plus ``l1_weight`` (100) times ``L1(G(a), b)`` (:class:`Pix2PixLoss`).
+- CycleGAN (Zhu et al. 2017), for unpaired domains: two ResNet generators ``G_AB``, ``G_BA``
+  (:class:`~ganlib.models.cyclegan.CycleGenerators`) and two PatchGANs, ``D_A`` judging
+  images of domain A and ``D_B`` of domain B. G's loss: the adversarial loss both ways, the
+  cycle loss ``cycle_weight * (L1(G_BA(G_AB(a)), a) + L1(G_AB(G_BA(b)), b))`` and the identity
+  loss ``identity_weight * cycle_weight * (L1(G_BA(a), a) + L1(G_AB(b), b))``, which keeps
+  colours from drifting (:class:`CycleGANLoss`). D sees fakes drawn from a history of earlier
+  ones (:class:`ImagePool`), which damps oscillation.
+
+Order of a step, as in the reference code, so that G's outputs are computed once: G forward
+(the loop runs it, through DDP), D phase on the detached fakes (one D forward per method, the
+loop backpropagates each before the next: the DDP rule at the top of
+:mod:`ganlib.training.loop`), then G phase on the same outputs with D frozen and unwrapped.
+
+About the loss weights: the adversarial terms are those of :data:`ganlib.losses.LOSSES`. For
+pix2pix's non-saturating loss G's term equals the reference's exactly. ganlib's least-squares
+loss keeps Mao et al.'s 1/2 on G's term, ``0.5 (D(G(a)) - 1)^2``, where CycleGAN's code has
+none: with ``adv_weight = 2`` the G objective is the reference's; D's scale does not matter
+under Adam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ganlib.losses import AdversarialLoss
+from ganlib.models.cyclegan import CycleOutputs
+from ganlib.models.unet import crop, pad_to_multiple
+
+
+def _check_pair(a: Tensor, b: Tensor) -> None:
+    if a.dim() != 4 or a.shape != b.shape:
+        raise ValueError(
+            f"a and b must both be [B, C, H, W]; got {list(a.shape)} and {list(b.shape)}"
+        )
+
+
+def d_input(a: Tensor, b: Tensor) -> Tensor:
+    """pix2pix D's input: the input image and a (real or generated) output, ``[B, 2C, H, W]``."""
+    _check_pair(a, b)
+    return torch.cat([a, b], dim=1)
+
+
+@torch.no_grad()
+def translate(G: nn.Module, x: Tensor) -> Tensor:
+    """``G(x)`` for ``x`` ``[B, C, H, W]`` of any size, same shape, for inference.
+
+    The input is padded to a multiple of ``G.multiple`` (see
+    :func:`ganlib.models.unet.pad_to_multiple`) and G's output cropped back.
+    """
+    padded, box = pad_to_multiple(x, G.multiple)
+    return crop(G(padded), box)
+
+
+def cycle_loss(real: Tensor, reconstructed: Tensor, *, weight: float) -> Tensor:
+    """``weight * mean|real - reconstructed|``, the cycle-consistency loss (paper: 10)."""
+    _check_pair(real, reconstructed)
+    return weight * (real - reconstructed).abs().mean()
+
+
+def identity_loss(real: Tensor, same: Tensor, *, weight: float) -> Tensor:
+    """``weight * mean|real - same|``, with ``same`` = the generator *into* real's domain
+    applied to ``real`` (paper: 0.5 * 10 = 5)."""
+    _check_pair(real, same)
+    return weight * (real - same).abs().mean()
+
+
+@dataclass(frozen=True)
+class Pix2PixLoss:
+    """The losses of pix2pix, one method per D forward.
+
+    ``adversarial`` is one of :data:`ganlib.losses.LOSSES` (the reference uses
+    ``nonsaturating``); its terms average over D's patch logits ``[B, 1, h, w]``.
+    """
+
+    adversarial: AdversarialLoss
+    l1_weight: float
+    adv_weight: float
+
+    def d_real(self, D: nn.Module, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        """D phase, real: ``(loss, logits [B, 1, h, w])`` of D on the real pair."""
+        logits = D(d_input(a, b))
+        return self.adversarial.d_real(logits), logits
+
+    def d_fake(self, D: nn.Module, a: Tensor, fake_b: Tensor) -> tuple[Tensor, Tensor]:
+        """D phase, fake: ``(loss, logits)`` of D on ``(a, fake_b)`` (detached here)."""
+        logits = D(d_input(a, fake_b.detach()))
+        return self.adversarial.d_fake(logits), logits
+
+    def g(self, D: nn.Module, a: Tensor, b: Tensor, fake_b: Tensor) -> tuple[Tensor, dict]:
+        """G phase: ``(loss, stats)`` for ``fake_b = G(a)``, D frozen.
+
+        ``loss = adv_weight * adversarial + l1_weight * L1(fake_b, b)``; ``stats`` (detached)
+        holds ``adv``, ``l1`` (unweighted) and ``D_fake`` (D's mean logit on the fake pair).
+        """
+        logits = D(d_input(a, fake_b))  # [B, 1, h, w]
+        adv = self.adversarial.g_loss(logits)
+        l1 = (fake_b - b).abs().mean()
+        stats = {"adv": adv.detach(), "l1": l1.detach(), "D_fake": logits.detach().mean()}
+        return self.adv_weight * adv + self.l1_weight * l1, stats
+
+
+@dataclass(frozen=True)
+class CycleGANLoss:
+    """The losses of CycleGAN, one method per D forward.
+
+    ``adversarial`` is one of :data:`ganlib.losses.LOSSES` (the reference uses ``lsgan``).
+    ``identity_weight`` is relative to ``cycle_weight``, as the paper's ``lambda_identity``:
+    the identity terms weigh ``identity_weight * cycle_weight``. The D methods serve both
+    discriminators: ``d_real(D_A, a)``, ``d_fake(D_A, pool_a.query(out.fake_a))``, and the
+    same for ``D_B`` with ``b`` and ``fake_b``.
+    """
+
+    adversarial: AdversarialLoss
+    cycle_weight: float
+    identity_weight: float
+    adv_weight: float
+
+    @property
+    def identity(self) -> bool:
+        """Whether G's forward must compute the identity mappings."""
+        return self.identity_weight > 0
+
+    def d_real(self, D: nn.Module, real: Tensor) -> tuple[Tensor, Tensor]:
+        """D phase, real: ``(loss, logits [B, 1, h, w])`` of D on images of its domain."""
+        logits = D(real)
+        return self.adversarial.d_real(logits), logits
+
+    def d_fake(self, D: nn.Module, fake: Tensor) -> tuple[Tensor, Tensor]:
+        """D phase, fake: ``(loss, logits)`` of D on generated images (detached here)."""
+        logits = D(fake.detach())
+        return self.adversarial.d_fake(logits), logits
+
+    def g(
+        self, D_A: nn.Module, D_B: nn.Module, a: Tensor, b: Tensor, out: CycleOutputs
+    ) -> tuple[Tensor, dict]:
+        """G phase: ``(loss, stats)`` for ``out = G(a, b, identity=self.identity)``, D frozen.
+
+        ``stats`` (detached) holds each term, weighted: ``adv_AB`` (G_AB fooling D_B),
+        ``adv_BA``, ``cycle_A``, ``cycle_B``, ``idt_A``, ``idt_B``; and ``D_A_fake`` /
+        ``D_B_fake``, the discriminators' mean logits on the fakes.
+        """
+        logits_b, logits_a = D_B(out.fake_b), D_A(out.fake_a)  # [B, 1, h, w] each
+        terms = {
+            "adv_AB": self.adv_weight * self.adversarial.g_loss(logits_b),
+            "adv_BA": self.adv_weight * self.adversarial.g_loss(logits_a),
+            "cycle_A": cycle_loss(a, out.rec_a, weight=self.cycle_weight),
+            "cycle_B": cycle_loss(b, out.rec_b, weight=self.cycle_weight),
+        }
+        if self.identity:
+            if out.idt_a is None or out.idt_b is None:
+                raise ValueError("identity_weight > 0: run G with identity=True")
+            weight = self.identity_weight * self.cycle_weight
+            terms["idt_A"] = identity_loss(a, out.idt_a, weight=weight)
+            terms["idt_B"] = identity_loss(b, out.idt_b, weight=weight)
+        loss = torch.stack(list(terms.values())).sum()
+        stats = {k: v.detach() for k, v in terms.items()}
+        stats |= {"D_A_fake": logits_a.detach().mean(), "D_B_fake": logits_b.detach().mean()}
+        return loss, stats
+
+
+class ImagePool:
+    """CycleGAN's history of generated images (Shrivastava et al. 2017): D is shown fakes
+    from earlier steps too, not only from the current G.
+
+    Until ``size`` images are stored, each queried image is stored and returned. Then each one
+    is, with probability 1/2, returned as it is, or else swapped with a random stored image,
+    which is returned in its place. Randomness comes from the pool's own CPU generator seeded
+    with ``seed``, never the global RNG, so that the training RNG streams do not depend on it;
+    give each DDP rank its own seed. ``size = 0`` turns the pool off (images pass through).
+    """
+
+    def __init__(self, size: int, seed: int):
+        if size < 0:
+            raise ValueError(f"pool size must be >= 0, got {size}")
+        self.size = size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.images: Tensor | None = None  # [n, C, H, W], n <= size, detached
+
+    def __len__(self) -> int:
+        return 0 if self.images is None else self.images.shape[0]
+
+    @torch.no_grad()
+    def query(self, images: Tensor) -> Tensor:
+        """``images`` ``[B, C, H, W]`` -> ``[B, C, H, W]``, detached, on images' device."""
+        images = images.detach()
+        if self.size == 0:
+            return images
+        if self.images is None:
+            self.images = images.new_empty((0, *images.shape[1:]))
+        elif self.images.shape[1:] != images.shape[1:]:
+            raise ValueError(
+                f"images are {list(images.shape[1:])}, the pool holds {list(self.images.shape[1:])}"
+            )
+        self.images = self.images.to(images.device)
+        out = images.clone()
+        n_new = min(self.size - len(self), images.shape[0])
+        self.images = torch.cat([self.images, images[:n_new]])  # fill first, return as is
+        for i in range(n_new, images.shape[0]):
+            if torch.rand((), generator=self.generator).item() < 0.5:
+                continue  # returned as it is, not stored
+            j = int(torch.randint(self.size, (), generator=self.generator))
+            out[i] = self.images[j]
+            self.images[j] = images[i]
+        return out
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The stored images (on the CPU, ``[n, C, H, W]``) and the generator state: tensors
+        only, so checkpoints load with ``torch.load(weights_only=True)``."""
+        images = torch.empty(0) if self.images is None else self.images.cpu().clone()
+        return {"images": images, "rng": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore :meth:`state_dict`'s output; the images move to the device of the next
+        query."""
+        images = state["images"]
+        if images.dim() == 4 and images.shape[0] > self.size:
+            raise ValueError(f"{images.shape[0]} images do not fit a pool of {self.size}")
+        self.images = images.clone() if images.dim() == 4 else None
+        self.generator.set_state(state["rng"])
