@@ -17,11 +17,12 @@ import json
 from pathlib import Path
 
 from ganlib.config import load_params
+from ganlib.data.shards import dataset_info
 from ganlib.sampling import export_generator
 from ganlib.training.run import train_run, write_history, write_samples
 from ganlib.tuning import apply_best
 from pipeline import _stage
-from pipeline._stage import FEATURIZE, TUNE_BEST
+from pipeline._stage import FEATURIZE, SHARDS, TUNE_BEST
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
         help="project dir holding params.yaml and data/shards; outputs are written there too",
     )
     project = Path(parser.parse_args(argv).project).resolve()
-    params = apply_best(load_params(project / _stage.PARAMS_FILE), project / TUNE_BEST)
+    params = load_params(project / _stage.PARAMS_FILE)
+    dataset_info(project / SHARDS)  # no shards: say so before asking for the sweep's result
+    params = apply_best(params, project / TUNE_BEST)
     probe = project / FEATURIZE
     result = train_run(params, project, probe_dir=probe if probe.is_dir() else None)
     export_generator(result.state, project / "models" / "generator")

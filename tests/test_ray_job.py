@@ -55,6 +55,7 @@ def test_ray_job_submit_trains_and_writes_outputs(ray_head, tmp_path):
     address, env = ray_head
     project = copy_project(tmp_path / "project")
     set_params(project, "train", **SMALL_TRAIN)
+    set_params(project, "tune", enabled=False)  # the job trains; the sweep is its own stage
     shard = subprocess.run(
         [sys.executable, "-m", "pipeline.shard"], cwd=project, env=env, capture_output=True
     )

@@ -3,13 +3,14 @@ snapshot, checkpoint. It runs the same in a plain process and in every Ray Train
 it runs is a :class:`~ganlib.training.session.Session`.
 
 DDP notes (see FIELD_NOTES): G and D have separate DDP wrappers. Every D forward (real, fake,
-R1, gradient penalty) is followed by its own backward: DDP refuses two forwards before one
-backward, and it avoids the CUDA BatchNorm + DDP in-place error. Real and fake go through D
-separately, so D's BatchNorm sees real-only and fake-only batches in the D phase and fake-only
-ones in the G phase, as in DCGAN (one forward on ``cat([real, fake])`` would give D a
-different function in each phase). D's BatchNorm buffers are not broadcast
-(``forward_sync_buffers=False``): D is never run in eval mode. In the G phase D is used
-unwrapped with frozen parameters: only G's gradients are wanted.
+R1, gradient penalty) is followed by its own backward: two forwards before one backward make
+DDP either fail ("Expected to have finished reduction") or, with gloo, silently reduce
+different gradients on each rank; it also avoids the CUDA BatchNorm + DDP in-place error.
+Real and fake go through D separately, so D's BatchNorm sees real-only and fake-only
+batches in the D phase and fake-only ones in the G phase, as in DCGAN (one forward on
+``cat([real, fake])`` would give D a different function in each phase). D's BatchNorm
+buffers are not broadcast (``forward_sync_buffers=False``): D is never run in eval mode. In
+the G phase D is used unwrapped with frozen parameters: only G's gradients are wanted.
 """
 
 from __future__ import annotations
