@@ -17,6 +17,7 @@ Run ``dvc repro featurize`` (and ``tune``) first::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -46,7 +47,8 @@ def train_for(cfg, seconds: float, seed: int, storage: Path) -> tuple[dict, floa
         steps += CHUNK
         chunk = dataclasses.replace(cfg, steps=steps, ckpt_every=CHUNK, sample_every=steps)
         spec = RunSpec(train=chunk, seed=seed, shards=str(SHARDS.resolve()), identity="quality")
-        train(spec, session)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only
+            train(spec, session)
     return session.load_latest(), time.perf_counter() - t0, steps
 
 

@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
+from ganlib.models.layers import check_image_input
 from ganlib.models.unet import norm_layer
 
 DIRECTIONS = ("AtoB", "BtoA")  # G_AB, G_BA
@@ -131,12 +132,7 @@ class ResnetGenerator(nn.Module):
         return 4
 
     def forward(self, x: Tensor) -> Tensor:
-        c, k = self.config["in_channels"], self.multiple
-        if x.dim() != 4 or x.shape[1] != c or x.shape[2] % k or x.shape[3] % k:
-            raise ValueError(
-                f"x must be [N, {c}, H, W] with H and W multiples of {k} (use pad_to_multiple), "
-                f"got {list(x.shape)}"
-            )
+        check_image_input(x, self.config["in_channels"], self.multiple)
         if self.config["skip"]:
             return (x + self.net(x)).clamp(-1.0, 1.0)
         return self.net(x)

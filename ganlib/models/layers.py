@@ -75,3 +75,12 @@ class ProjectionHead(nn.Module):
         if self.embed is None:
             return logits
         return logits + torch.sum(self.embed(labels) * h, dim=1)  # [N]
+
+
+def check_image_input(x: torch.Tensor, channels: int, multiple: int) -> None:
+    """Raise unless ``x`` is ``[N, channels, H, W]`` with H and W multiples of ``multiple``."""
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[2] % multiple or x.shape[3] % multiple:
+        raise ValueError(
+            f"x must be [N, {channels}, H, W] with H and W multiples of {multiple} "
+            f"(use pad_to_multiple), got {list(x.shape)}"
+        )

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganlib.models.layers import check_image_input
+
 NORMS = ("instance", "batch", "none")
 
 
@@ -171,12 +173,7 @@ class UNetGenerator(nn.Module):
         return 2 ** self.config["depth"]
 
     def forward(self, x: Tensor) -> Tensor:
-        c, k = self.config["in_channels"], self.multiple
-        if x.dim() != 4 or x.shape[1] != c or x.shape[2] % k or x.shape[3] % k:
-            raise ValueError(
-                f"x must be [N, {c}, H, W] with H and W multiples of {k} (use pad_to_multiple), "
-                f"got {list(x.shape)}"
-            )
+        check_image_input(x, self.config["in_channels"], self.multiple)
         skips = []
         h = x  # [N, in_channels, H, W]
         for block in self.down:
