@@ -65,7 +65,11 @@ def test_ray_job_submit_trains_and_writes_outputs(ray_head, tmp_path):
         "--", "python", "-m", "pipeline.train", "--project", str(project),
     ]  # fmt: skip
     t0 = time.time()
-    job = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    for _ in range(30):  # the head's job agent may register a few seconds after `ray start`
+        job = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent" not in job.stderr:
+            break
+        time.sleep(2)
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
     assert "succeeded" in job.stdout.lower(), job.stdout[-4000:]
     # outputs land in the --project directory, not in the job's uploaded copy
