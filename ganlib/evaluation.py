@@ -24,7 +24,7 @@ from ganlib.errors import GanlibError
 from ganlib.grid import save_grid
 from ganlib.metrics.features import (
     REFERENCE,
-    Extractor,
+    Reference,
     check_compatible,
     compute_outputs,
     load_extractor,
@@ -38,13 +38,6 @@ from ganlib.sampling import generate, load_generator
 SHEET_COLUMNS = 10  # images per class row in eval/sheets/classes.png
 NEAREST_PAIRS = 16  # generated images shown next to their nearest real val image
 MIN_EVAL_IMAGES = 20  # fewer real val images than this make every metric noise
-
-
-def load_featurized(directory: Path, *, channels: int, resolution: int) -> tuple[Extractor, dict]:
-    """The featurize stage's extractor, checked against the data's format."""
-    extractor, meta = load_extractor(directory)
-    check_compatible(meta, channels=channels, resolution=resolution)
-    return extractor, meta
 
 
 def evaluate_generator(
@@ -68,9 +61,8 @@ def evaluate_generator(
             f"{mcfg['resolution']}px images, the shards hold {info['channels']}-channel "
             f"{info['resolution']}px; re-run the train stage"
         )
-    extractor, emeta = load_featurized(
-        featurize_dir, channels=info["channels"], resolution=info["resolution"]
-    )
+    extractor, emeta = load_extractor(featurize_dir)
+    check_compatible(emeta, channels=info["channels"], resolution=info["resolution"])
     ref = load_reference(featurize_dir / REFERENCE)
 
     # -- real side of the floor: the val split, subset to n images ------------------------
@@ -103,7 +95,9 @@ def evaluate_generator(
     )
 
     out.mkdir(parents=True, exist_ok=True)
-    grid = _to_float(generate(G, mcfg, [seed * 1_000_000 + i for i in range(64)]))  # = fake[:64]
+    # The grid's 64 seeds are the first seeds measured: reuse those images when there are 64.
+    grid_seeds = [seed * 1_000_000 + i for i in range(64)]
+    grid = fake[:64] if n >= 64 else _to_float(generate(G, mcfg, grid_seeds))
     save_grid(grid, out / "samples.png", scale=_scale(info["resolution"]))
     sheets = out / "sheets"
     shutil.rmtree(sheets, ignore_errors=True)
@@ -121,7 +115,9 @@ def evaluate_generator(
     }
 
 
-def _metrics(ref, feats: np.ndarray, probs: np.ndarray | None, cfg: EvalConfig, seed: int):
+def _metrics(
+    ref: Reference, feats: np.ndarray, probs: np.ndarray | None, cfg: EvalConfig, seed: int
+):
     out = generation_metrics(
         ref.features,
         feats,
