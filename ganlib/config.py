@@ -113,7 +113,8 @@ class TrainConfig:
     SECTION: typing.ClassVar[str] = "train"
 
     # model
-    arch: Literal["dcgan", "resnet"] = "dcgan"
+    # generation: dcgan | resnet; inpainting: unet; translation: unet (paired), cyclegan
+    arch: Literal["dcgan", "resnet", "unet", "cyclegan"] = "dcgan"
     z_dim: int = 64
     width: int = 32  # base channel count of G and D
     conditional: bool = False  # class-conditional G and projection D (needs labelled data)
@@ -167,6 +168,64 @@ class TrainConfig:
             f"unknown policy {bad[0] if bad else ''!r}; use a comma list of "
             + ", ".join(AUGMENT_POLICIES),
         )
+
+
+MASK_KINDS = ("box", "stroke", "mix")  # ganlib/data/masks.py
+# The sections a task's profile (``inpainting:``, ``translation:``) may override, key by key.
+PROFILE_SECTIONS = ("data", "train", "featurize", "tune", "eval", "register")
+
+
+@dataclass(frozen=True)
+class InpaintingConfig:
+    """``inpainting:`` -- masks and loss weights of ``task: inpainting`` (its profile's
+    ``data``/``train``/... overrides are applied by :meth:`Params.from_dict`)."""
+
+    SECTION: typing.ClassVar[str] = "inpainting"
+
+    mask_kind: Literal["box", "stroke", "mix"] = "mix"  # training and evaluation masks
+    min_area: float = 0.05  # training masks' hole area, as a fraction of the image
+    max_area: float = 0.6
+    hole_weight: float = 6.0  # L1 on the hole (each L1 is a mean over its own area)
+    valid_weight: float = 1.0  # L1 on the valid region
+    adv_weight: float = 0.3  # the adversarial term of G's loss
+    gated: bool = False  # gated convolutions in the U-Net (DeepFill v2)
+    eval_images: int = 400  # val images scored, each under one fixed mask per hole-area bin
+
+    def __post_init__(self) -> None:
+        k = self.SECTION
+        _require(
+            0 < self.min_area <= self.max_area < 1,
+            f"{k}.min_area",
+            "need 0 < min_area <= max_area < 1",
+        )
+        for name in ("hole_weight", "valid_weight", "adv_weight"):
+            _require(getattr(self, name) >= 0, f"{k}.{name}", "must be >= 0")
+        _require(self.eval_images >= 1, f"{k}.eval_images", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TranslationConfig:
+    """``translation:`` -- pix2pix (``mode: paired``) or CycleGAN (``mode: unpaired``)."""
+
+    SECTION: typing.ClassVar[str] = "translation"
+
+    mode: Literal["paired", "unpaired"] = "paired"
+    l1_weight: float = 100.0  # pix2pix: L1(G(a), b)
+    cycle_weight: float = 10.0  # CycleGAN: lambda of both cycle losses
+    identity_weight: float = 0.5  # CycleGAN: identity loss, relative to cycle_weight
+    adv_weight: float = 1.0  # the adversarial terms of G's loss
+    pool_size: int = 50  # CycleGAN: history of fakes shown to D; 0 = off
+    n_blocks: int = 6  # CycleGAN: residual blocks per generator
+    skip: bool = False  # CycleGAN: G predicts a change to its input, starting as the identity
+    eval_images: int = 400  # val images (per domain) scored
+
+    def __post_init__(self) -> None:
+        k = self.SECTION
+        for name in ("l1_weight", "cycle_weight", "identity_weight", "adv_weight"):
+            _require(getattr(self, name) >= 0, f"{k}.{name}", "must be >= 0")
+        _require(self.pool_size >= 0, f"{k}.pool_size", "must be >= 0")
+        _require(self.n_blocks >= 0, f"{k}.n_blocks", "must be >= 0")
+        _require(self.eval_images >= 1, f"{k}.eval_images", "must be >= 1")
 
 
 FEATURIZE_KINDS = ("auto", "classifier", "random", "inception")
@@ -363,11 +422,86 @@ class Params:
     eval: EvalConfig = field(default_factory=EvalConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    inpainting: InpaintingConfig = field(default_factory=InpaintingConfig)
+    translation: TranslationConfig = field(default_factory=TranslationConfig)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> Params:
-        """Build and validate; raises :class:`ConfigError` naming the first bad key."""
-        return _build(cls, raw or {}, prefix="")
+        """Build and validate; raises :class:`ConfigError` naming the first bad key.
+
+        ``inpainting:`` and ``translation:`` are task profiles: besides their own keys they may
+        hold ``data``, ``train``, ... sections (:data:`PROFILE_SECTIONS`), whose keys replace
+        the top-level ones when ``task`` is that task. So ``-S task=inpainting`` alone switches
+        data, model and registry name. Every profile is validated, whichever task runs.
+        """
+        raw = dict(raw or {})
+        profiles = {t: _split_profile(raw, t) for t in ("inpainting", "translation")}
+        # translation.paired / translation.unpaired: overrides for that mode only, on top
+        modes = {m: _split_profile(raw, "translation", m) for m in ("paired", "unpaired")}
+        mode = (raw.get("translation") or {}).get("mode", TranslationConfig.mode)
+        profiles["translation"] = _stack(profiles["translation"], modes.get(mode, {}))
+        task = raw.get("task", "generation")
+        for name, overrides in profiles.items():
+            if name != task:  # validate the inactive profile on its own
+                _build(cls, _merge(raw, overrides), prefix="", note=f" (with the {name} profile)")
+        return _build(cls, _merge(raw, profiles.get(task, {})), prefix="")
+
+    def task_config(self) -> dict[str, Any]:
+        """The running task's own section as plain data (``{}`` for generation)."""
+        return to_dict(getattr(self, self.task)) if self.task != "generation" else {}
+
+
+def _split_profile(raw: dict[str, Any], task: str, mode: str | None = None) -> dict[str, Any]:
+    """Take the overriding sections out of ``raw[task]`` (or of ``raw[task][mode]``, a mode's
+    profile), in place; returns them."""
+    section = raw.get(task)
+    if not isinstance(section, Mapping):
+        return {}
+    own, where = dict(section), task
+    if mode is not None:
+        sub = own.pop(mode, None)
+        raw[task] = own
+        if sub is None:
+            return {}
+        where = f"{task}.{mode}"
+        _require(isinstance(sub, Mapping), where, f"must be a mapping (got {sub!r})")
+        unknown = [k for k in sub if k not in PROFILE_SECTIONS]
+        _require(
+            not unknown,
+            f"{where}.{unknown[0] if unknown else ''}",
+            f"unknown key; a mode profile holds only {', '.join(PROFILE_SECTIONS)}",
+        )
+        return {k: dict(v) for k, v in _sections(sub, where).items()}
+    overrides = _sections(own, where)
+    for key in overrides:
+        own.pop(key)
+    raw[task] = own
+    return overrides
+
+
+def _sections(section: Mapping[str, Any], where: str) -> dict[str, Any]:
+    overrides = {k: section[k] for k in PROFILE_SECTIONS if k in section}
+    for key, value in overrides.items():
+        _require(isinstance(value, Mapping), f"{where}.{key}", f"must be a mapping (got {value!r})")
+    return overrides
+
+
+def _stack(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Two profiles' overrides as one, ``top``'s keys winning."""
+    out = {k: dict(v) for k, v in base.items()}
+    for key, values in top.items():
+        out[key] = {**out.get(key, {}), **values}
+    return out
+
+
+def _merge(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` with each override section's keys replacing that section's."""
+    out = dict(raw)
+    for key, values in overrides.items():
+        base = out.get(key) or {}
+        _require(isinstance(base, Mapping), key, "must be a mapping")
+        out[key] = {**base, **values}
+    return out
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -406,7 +540,12 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # -- generic validation ----------------------------------------------------------------------
 
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
+def _build(cls: type, raw: Any, prefix: str, note: str = "") -> Any:
+    if note:  # say which profile made a value invalid
+        try:
+            return _build(cls, raw, prefix)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}{note}") from None
     where = prefix.rstrip(".") or "params.yaml"
     if not isinstance(raw, Mapping):
         raise ConfigError(f"params.yaml: {where}: must be a mapping, got {type(raw).__name__}")

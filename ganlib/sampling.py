@@ -28,12 +28,23 @@ GENERATOR_CONFIG = "config.json"
 
 
 def export_generator(state: dict[str, Any], directory: Path) -> Path:
-    """Write G_ema as data: ``generator.pt`` (a state dict) + ``config.json`` (how to rebuild)."""
+    """Write G_ema as data: ``generator.pt`` (a state dict) + ``config.json`` (how to rebuild).
+
+    ``config.json``: ``model_config`` (G's ``.config``, for :func:`build_generator`), ``task``
+    (generation, inpainting or translation), ``task_config`` (that task's params section, e.g.
+    the translation mode; empty for generation), the data's ``resolution`` and ``channels``,
+    ``classes``, ``step`` and ``identity``.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(state["G_ema"], directory / GENERATOR_WEIGHTS)
+    mcfg = state["model_config"]
     meta = {
-        "model_config": state["model_config"],
-        "classes": state["classes"],
+        "model_config": mcfg,
+        "task": state.get("task", "generation"),
+        "task_config": state.get("task_config", {}),
+        "resolution": state.get("resolution", mcfg.get("resolution")),
+        "channels": state.get("channels", mcfg.get("channels")),
+        "classes": state.get("classes"),
         "step": state["step"],
         "identity": state["identity"],
     }
@@ -45,13 +56,15 @@ def load_generator(directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild an exported generator (eval mode) and its metadata; never runs pickled code.
 
     ``directory`` holds ``generator.pt`` (G_ema's state dict) and ``config.json``
-    (``{model_config, classes, step, identity}``), as ``export_generator`` writes them.
+    (see :func:`export_generator`). Directories written before tasks existed are generation.
     """
     directory = Path(directory)
     cfg_path, weights = directory / GENERATOR_CONFIG, directory / GENERATOR_WEIGHTS
     if not (cfg_path.is_file() and weights.is_file()):
         raise GanlibError(f"{directory}: not an exported generator (needs config.json + .pt)")
     meta = json.loads(cfg_path.read_text())
+    meta.setdefault("task", "generation")
+    meta.setdefault("task_config", {})
     G = build_generator(meta["model_config"])
     G.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return G.eval().requires_grad_(False), meta

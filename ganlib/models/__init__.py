@@ -12,7 +12,11 @@ from typing import Any
 from torch import nn
 
 from ganlib.models import dcgan, resnet
+from ganlib.models.cyclegan import CycleGenerators, ResnetGenerator
+from ganlib.models.patchgan import PatchDiscriminator
+from ganlib.models.unet import UNetGenerator
 
+# Noise-to-image families (task: generation), as (G, D) pairs.
 ARCHITECTURES = {
     "dcgan": (dcgan.Generator, dcgan.Discriminator),
     "resnet": (resnet.Generator, resnet.Discriminator),
@@ -20,6 +24,15 @@ ARCHITECTURES = {
 SUPPORTED_RESOLUTIONS = {
     "dcgan": dcgan.RESOLUTIONS,
     "resnet": resnet.RESOLUTIONS,
+}
+
+
+# Image-to-image networks (inpainting, translation), rebuilt from their config by arch name.
+IMAGE_MODELS: dict[str, type[nn.Module]] = {
+    "unet": UNetGenerator,
+    "cyclegan": CycleGenerators,
+    "cyclegan_resnet": ResnetGenerator,
+    "patchgan": PatchDiscriminator,
 }
 
 
@@ -48,9 +61,12 @@ def build_gan(
 
 
 def build_generator(config: dict[str, Any]) -> nn.Module:
-    """Rebuild a generator from its ``.config``; load its state dict afterwards."""
+    """Rebuild a generator (any task's) from its ``.config``; load its state dict afterwards."""
     kwargs = dict(config)
-    return _classes(kwargs.pop("arch"))[0](**kwargs)
+    arch = kwargs.pop("arch")
+    if arch in IMAGE_MODELS:
+        return IMAGE_MODELS[arch](**kwargs)
+    return _classes(arch)[0](**kwargs)
 
 
 def build_discriminator(config: dict[str, Any]) -> nn.Module:
@@ -60,5 +76,8 @@ def build_discriminator(config: dict[str, Any]) -> nn.Module:
     both models; any other unknown key is still refused (TypeError).
     """
     kwargs = dict(config)
+    arch = kwargs.pop("arch")
+    if arch in IMAGE_MODELS:
+        return IMAGE_MODELS[arch](**kwargs)
     kwargs.pop("z_dim", None)
-    return _classes(kwargs.pop("arch"))[1](**kwargs)
+    return _classes(arch)[1](**kwargs)
