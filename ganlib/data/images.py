@@ -168,3 +168,29 @@ def decode_png(data: bytes) -> np.ndarray:
         assert img.mode in ("L", "RGB"), img.mode
         arr = np.array(img, dtype=np.uint8)  # a writable copy
     return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def input_array(
+    source: str | os.PathLike | bytes, *, channels: int, name: str, max_pixels: int = 89_478_485
+) -> np.ndarray:
+    """A user's image for an image-to-image model, at its own size: ``uint8 [H, W, channels]``.
+
+    The conversions of :func:`to_array` without the crop and resize: transparent images are
+    composited over white, a grayscale image given to an RGB model has its value replicated,
+    an RGB one given to a grayscale model becomes its luma. Raises a one-line
+    :class:`~ganlib.errors.GanlibError` naming ``name`` (the file or column) when the input
+    is not a usable image.
+    """
+    from ganlib.errors import GanlibError
+
+    assert channels in (1, 3), channels
+    try:
+        img = _to_l_or_rgb(load_image(source, max_pixels=max_pixels))
+    except UnusableImage as exc:
+        raise GanlibError(f"{name}: {exc.reason}") from None
+    if channels == 1 and img.mode == "RGB":
+        img = img.convert("L")
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], channels, axis=2)  # [H, W] -> [H, W, C]
+    return np.ascontiguousarray(arr)
