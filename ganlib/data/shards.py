@@ -420,7 +420,8 @@ def _replace_dir(new: Path, dst: Path) -> None:
 
 
 def dataset_info(shards: str | Path) -> dict[str, Any]:
-    """Resolution, channels, class names (by label index) and train size of a shard directory."""
+    """Resolution, channels, class names (by label index), image fields and train size of a
+    shard directory."""
     path = Path(shards) / "stats.json"
     if not path.is_file():
         raise GanlibError(f"{path}: no shards here; run `dvc repro shard` first")
@@ -430,5 +431,6 @@ def dataset_info(shards: str | Path) -> dict[str, Any]:
         "resolution": int(stats["resolution"]),
         "channels": int(stats["channels"]),
         "classes": meta["classes"] or None,
+        "fields": list(meta["fields"]),  # ["png"], or ["a.png", "b.png"] for translation
         "train_samples": int(stats["train"]),
     }

@@ -81,3 +81,121 @@ class FidProbe:
             G.train(was_training)
         fake_feats = torch.cat(feats).numpy()  # [num_fake, D]
         return fid_from_stats(self.mu, self.sigma, *mean_cov(fake_feats))["fid"]
+
+
+class _GenerationProbe:
+    """:class:`FidProbe` as a task probe: ``probe(G) -> FID``."""
+
+    metric = "fid"
+
+    def __init__(self, featurize_dir: str | Path, num_fake: int, seed: int):
+        self.fid = FidProbe(featurize_dir, num_fake=num_fake, seed=seed)
+
+    def __call__(self, G: nn.Module) -> float:
+        return self.fid(G, G.config["num_classes"])
+
+
+def _probe_images(shards: str | Path, field: str, n: int) -> tuple[torch.Tensor, list[str]]:
+    """The first ``n`` val images of ``field`` (the train split's when val is empty):
+    ``[n', C, H, W]`` in [-1, 1], and their keys."""
+    from ganlib.data.loader import iter_split
+
+    for split in ("val", "train"):
+        images, keys = [], []
+        try:
+            for batch in iter_split(Path(shards), split, _BATCH, fields=(field,)):
+                images.append(batch[{"png": "image", "a.png": "a", "b.png": "b"}[field]])
+                keys += batch["key"]
+                if len(keys) >= n:
+                    break
+        except FileNotFoundError:
+            continue
+        if keys:
+            return torch.cat(images)[:n], keys[:n]
+    raise ValueError(f"{shards}: no images to probe with")
+
+
+class HoleL1Probe:
+    """Inpainting: mean hole L1 (a fraction of the value range) of G's repairs of the first
+    val images under fixed masks (seeded by key, the training area range)."""
+
+    metric = "l1_hole"
+
+    def __init__(self, shards: str | Path, task_cfg, num_images: int, seed: int):
+        from ganlib.data.masks import eval_masks
+
+        self.images, keys = _probe_images(shards, "png", num_images)  # [N, C, H, W]
+        area = (task_cfg.min_area, task_cfg.max_area)
+        self.masks = eval_masks(
+            keys,
+            tuple(self.images.shape[-2:]),
+            kind=task_cfg.mask_kind,
+            area_range=area,
+            seed=seed,
+        )  # [N, 1, H, W]
+
+    @torch.no_grad()
+    def __call__(self, G: nn.Module) -> float:
+        from ganlib.tasks.inpainting import inpaint, masked_l1
+
+        if isinstance(G, DistributedDataParallel):
+            G = G.module
+        device = next(G.parameters()).device
+        was_training = G.training
+        G.eval()
+        try:
+            out = torch.cat(
+                [
+                    inpaint(G, x.to(device), m.to(device)).cpu()
+                    for x, m in zip(
+                        self.images.split(_BATCH), self.masks.split(_BATCH), strict=True
+                    )
+                ]
+            )
+        finally:
+            G.train(was_training)
+        return masked_l1(out, self.images, self.masks).item() / 2  # over the range [-1, 1]
+
+
+class TranslationProbe:
+    """Translation: FID of ``G_AB`` applied to the first val images of domain A, against the
+    featurize stage's reference (domain B)."""
+
+    metric = "fid"
+
+    def __init__(self, featurize_dir: str | Path, shards: str | Path, num_images: int):
+        featurize_dir = Path(featurize_dir)
+        self.extractor, _ = load_extractor(featurize_dir)
+        ref = load_reference(featurize_dir / REFERENCE)
+        self.mu, self.sigma = ref.mu, ref.sigma
+        self.images, _ = _probe_images(shards, "a.png", num_images)
+
+    @torch.no_grad()
+    def __call__(self, G: nn.Module) -> float:
+        from ganlib.tasks.translation import translate
+
+        if isinstance(G, DistributedDataParallel):
+            G = G.module
+        G_AB = G.generator("AtoB") if hasattr(G, "generator") else G
+        device = next(G.parameters()).device
+        self.extractor.to(device)
+        was_training = G.training
+        G.eval()
+        try:
+            feats = [
+                self.extractor.features(quantize(translate(G_AB, x.to(device)))).cpu()
+                for x in self.images.split(_BATCH)
+            ]
+        finally:
+            G.train(was_training)
+        return fid_from_stats(self.mu, self.sigma, *mean_cov(torch.cat(feats).numpy()))["fid"]
+
+
+def task_probe(task: str, task_cfg, featurize_dir, shards, num_images: int, seed: int):
+    """The in-training probe of ``task``: ``probe(G) -> float`` (lower is better), its name
+    in ``probe.metric``: ``fid`` for generation and translation, ``l1_hole`` for inpainting."""
+    if task == "generation":
+        return _GenerationProbe(featurize_dir, num_images, seed)
+    if task == "inpainting":
+        return HoleL1Probe(shards, task_cfg, num_images, seed)
+    return TranslationProbe(featurize_dir, shards, num_images)

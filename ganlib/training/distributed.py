@@ -35,10 +35,16 @@ NOT_IDENTITY = (
 )
 
 
-def run_identity(cfg: TrainConfig, seed: int, data_fingerprint: str) -> str:
-    """A hash of everything that defines a training run; checkpoints resume only within one."""
+def run_identity(
+    cfg: TrainConfig, seed: int, data_fingerprint: str, task_config: dict | None = None
+) -> str:
+    """A hash of everything that defines a training run; checkpoints resume only within one.
+    ``task_config`` is the task's own section (``Params.task_config()``, with its name)."""
     train = {k: v for k, v in to_dict(cfg).items() if k not in NOT_IDENTITY}
-    blob = json.dumps({"train": train, "seed": seed, "data": data_fingerprint}, sort_keys=True)
+    what = {"train": train, "seed": seed, "data": data_fingerprint}
+    if task_config:  # generation runs keep the hash they had before tasks existed
+        what["task"] = task_config
+    blob = json.dumps(what, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

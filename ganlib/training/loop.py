@@ -24,23 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from ganlib import losses
-from ganlib.config import TrainConfig, to_dict
-from ganlib.data.augment import diff_augment
+from ganlib.config import InpaintingConfig, TrainConfig, TranslationConfig, to_dict
 from ganlib.data.loader import ShardLoader
 from ganlib.data.shards import dataset_info
-from ganlib.models import build_gan, build_generator
+from ganlib.models import build_generator
 from ganlib.models.ema import ema_beta, ema_copy, ema_update
+from ganlib.training import tasks
 from ganlib.training.checkpoint import rng_state, set_rng_state
 from ganlib.training.session import Session, all_gather_object, all_reduce_mean
 
 EMA_RAMPUP = 0.05  # G_ema's half-life is at most this share of the images seen so far
-GRID = 64  # samples in the 8x8 grid drawn from G_ema on fixed noise
-HISTORY_COLUMNS = (
-    "step", "epoch", "kimg", "loss_D", "loss_G", "D_real", "D_fake",
-    "grad_norm_D", "grad_norm_G", "r1", "gp", "images_per_s",
-)  # fmt: skip
+BASE_COLUMNS = ("step", "epoch", "kimg", "loss_D", "loss_G", "D_real", "D_fake")
 
 
 @dataclass(frozen=True)
@@ -51,25 +47,20 @@ class RunSpec:
     seed: int
     shards: str  # absolute path of the shard directory (workers run in another cwd)
     identity: str  # hash of what makes two runs the same run; see ganlib.training.distributed
+    task: str = "generation"
+    task_cfg: InpaintingConfig | TranslationConfig | None = None  # the task's own section
     mlflow_uri: str | None = None
     mlflow_run_id: str | None = None
-    probe_dir: str | None = None  # featurize outputs: report an in-training FID of G_ema
-    probe_fakes: int = 500  # generated images per FID probe
+    probe_dir: str | None = None  # featurize outputs: report an in-training probe of G_ema
+    probe_fakes: int = 500  # images per probe
     fail_at_step: int | None = None  # tests: the last rank dies once at this step
     fail_marker: str | None = None  # file that makes the injected failure happen only once
 
 
 def model_config(cfg: TrainConfig, info: dict[str, Any]) -> dict[str, Any]:
-    """The generator's rebuild config for this run (what checkpoints and models/ store)."""
-    num_classes = len(info["classes"]) if cfg.conditional and info["classes"] else 0
-    return {
-        "arch": cfg.arch,
-        "z_dim": cfg.z_dim,
-        "resolution": info["resolution"],
-        "channels": info["channels"],
-        "width": cfg.width,
-        "num_classes": num_classes,
-    }
+    """The generation generator's rebuild config (see :func:`ganlib.training.tasks.model_config`
+    for every task)."""
+    return tasks.model_config("generation", cfg, None, info)
 
 
 class DataCursor:
@@ -103,13 +94,13 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     if device.type == "cpu":
         torch.set_num_threads(cfg.cpus_per_worker)
     info = dataset_info(spec.shards)
-    mcfg = model_config(cfg, info)
-    conditional = mcfg["num_classes"] > 0
+    mcfg = tasks.model_config(spec.task, cfg, spec.task_cfg, info)
     B = cfg.batch_size
 
     # -- models and state: the same initial weights on every rank ------------------------------
     torch.manual_seed(spec.seed)
-    G, D = build_gan(**mcfg)
+    G, Ds = tasks.build_models(spec.task, cfg, spec.task_cfg, mcfg, info["channels"])
+    D = Ds["D"] if len(Ds) == 1 else nn.ModuleDict(Ds)  # what checkpoints and opt_D hold
     G_ema = ema_copy(G)
     counters = {"step": 0, "epoch": 0, "batch": 0, "images_seen": 0, "wall_s": 0.0}
     history: list[dict[str, float]] = []
@@ -128,22 +119,12 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         resumed_from = [*state["resumed_from"], counters["step"]]
     G_ema.to(device)
     G_ddp = session.prepare(G, sync_buffers=True)
-    D_ddp = session.prepare(D, sync_buffers=False)
+    D_ddp = {name: session.prepare(m, sync_buffers=False) for name, m in Ds.items()}
     if cfg.channels_last and device.type == "cuda":
         for m in (G, D, G_ema):
             m.to(memory_format=torch.channels_last)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-    if state is not None:
-        opt_G.load_state_dict(state["opt_G"])
-        opt_D.load_state_dict(state["opt_D"])
-        rngs = state["rng"]
-        if len(rngs) == world:
-            set_rng_state(rngs[rank])
-        else:  # resumed on another world size: continue, but not bit-exactly
-            torch.manual_seed(spec.seed * 7919 + rank * 104729 + counters["step"])
-    else:
-        torch.manual_seed(spec.seed * 7919 + rank * 104729)  # each rank draws its own z
 
     loader = ShardLoader(
         spec.shards,
@@ -152,34 +133,65 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         world_size=world,
         num_workers=cfg.loader_workers,
         seed=spec.seed,
+        unpaired=spec.task == "translation" and spec.task_cfg.mode == "unpaired",
     )
     cursor = DataCursor(loader, counters["epoch"], counters["batch"])
-    loss_fns = losses.LOSSES[cfg.loss]
-    augment = (lambda x: diff_augment(x, cfg.augment)) if cfg.augment else (lambda x: x)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if cfg.precision == "bf16" and device.type == "cuda"
         else contextlib.nullcontext()
     )
-    fixed_z = torch.randn(GRID, cfg.z_dim, generator=torch.Generator().manual_seed(spec.seed))
-    fixed_y = grid_labels(mcfg["num_classes"])
+    if state is not None and "grid_inputs" in state:
+        grid = state["grid_inputs"]
+    else:  # image tasks: the first train images of epoch 0, the same for every run of the data
+        first = {} if spec.task == "generation" else _first_batch(spec, info["train_samples"])
+        grid = tasks.grid_inputs(spec.task, first, spec.seed, cfg.z_dim, spec.task_cfg)
+    fixed_y = grid_labels(mcfg.get("num_classes", 0))
+    step_fn = tasks.make_step(
+        spec.task,
+        tasks.StepContext(
+            cfg=cfg,
+            task_cfg=spec.task_cfg,
+            seed=spec.seed,
+            rank=rank,
+            world=world,
+            device=device,
+            next_batch=cursor.next,
+            G=G,
+            G_ddp=G_ddp,
+            D=Ds,
+            D_ddp=D_ddp,
+            opt_G=opt_G,
+            opt_D=opt_D,
+            autocast=autocast,
+        ),
+    )
+    if state is not None:
+        opt_G.load_state_dict(state["opt_G"])
+        opt_D.load_state_dict(state["opt_D"])
+        rngs = state["rng"]
+        if len(rngs) == world:
+            set_rng_state(rngs[rank])
+            step_fn.load_extra_state(state.get("extra", [{}] * world)[rank])
+        else:  # resumed on another world size: continue, but not bit-exactly
+            torch.manual_seed(spec.seed * 7919 + rank * 104729 + counters["step"])
+    else:
+        torch.manual_seed(spec.seed * 7919 + rank * 104729)  # each rank draws its own z
     tracker = _Tracker(spec) if rank == 0 else None
-    probe = _fid_probe(spec) if rank == 0 else None
-
-    def to_device(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        real = batch["image"].to(device, non_blocking=True)  # [B, C, H, W] in [-1, 1]
-        if cfg.channels_last and device.type == "cuda":
-            real = real.contiguous(memory_format=torch.channels_last)
-        y = batch["label"].to(device) if conditional else None  # [B]
-        return real, y
+    probe = make_probe(spec) if rank == 0 else None
 
     def snapshot() -> dict[str, Any]:
         # RNG states of every rank, so that each rank resumes its own stream exactly.
         rngs = all_gather_object(rng_state())
+        extra = all_gather_object(step_fn.extra_state())
         if rank != 0:
             return {}
         return {
             "identity": spec.identity,
+            "task": spec.task,
+            "task_config": to_dict(spec.task_cfg) if spec.task_cfg is not None else {},
+            "resolution": info["resolution"],
+            "channels": info["channels"],
             "model_config": mcfg,
             "classes": info["classes"],
             "train_config": to_dict(cfg),
@@ -189,9 +201,10 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
             "opt_G": opt_G.state_dict(),
             "opt_D": opt_D.state_dict(),
             "rng": rngs,
+            "extra": extra,
             "history": history,
             "resumed_from": resumed_from,
-            "fixed_z": fixed_z,
+            "grid_inputs": grid,
             **counters,  # step, epoch and batch (the data cursor), images seen, wall time
         }
 
@@ -199,59 +212,12 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     session_t0 = time.perf_counter()
     wall_at_start = counters["wall_s"]
     last_ckpt_step = counters["step"] if state is not None else None
+    images_per_step = step_fn.images_per_step() * world
     while counters["step"] < cfg.steps:
         step = counters["step"] + 1
         _maybe_fail(spec, step, rank, world)
         want_log = step % cfg.log_every == 0 or step == cfg.steps
-        r1_due = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
-
-        # -- D phase: real, then detached fake; each forward followed by its own backward ----
-        G.requires_grad_(False)
-        D.requires_grad_(True)
-        r1 = gp = torch.zeros((), device=device)
-        for _ in range(cfg.d_steps):
-            real, y = to_device(cursor.next())
-            z = torch.randn(B, cfg.z_dim, device=device)
-            with torch.no_grad(), autocast:
-                fake = G(z, y).to(real.dtype)  # [B, C, H, W]; unwrapped G: no grads, no DDP
-            opt_D.zero_grad(set_to_none=True)
-            with autocast:
-                real_logits = D_ddp(augment(real), y).float()  # [B]
-            loss_D_real = loss_fns.d_real(real_logits)
-            loss_D_real.backward()
-            with autocast:
-                fake_logits = D_ddp(augment(fake), y).float()  # [B]
-            loss_D_fake = loss_fns.d_fake(fake_logits)
-            loss_D_fake.backward()
-            loss_D = loss_D_real.detach() + loss_D_fake.detach()
-            # -- D regularisers, each with its own forward and backward. "0 * logits" puts
-            # every D parameter in the graph: DDP fails when a backward leaves some without a
-            # gradient (the last bias does not touch the input gradient) - as in StyleGAN2-ADA.
-            if cfg.gp_weight > 0:  # WGAN-GP on interpolates of real and fake
-                x_hat = losses.interpolate(real, fake)
-                gp_logits = D_ddp(x_hat, y).float()
-                gp = losses.gradient_penalty(gp_logits, x_hat)
-                (cfg.gp_weight * gp + 0 * gp_logits.sum()).backward()
-            if r1_due:  # lazy R1 on real images
-                real_r1 = real.detach().requires_grad_(True)
-                r1_logits = D_ddp(augment(real_r1), y).float()
-                r1 = losses.r1_penalty(r1_logits, real_r1)
-                (cfg.r1_gamma / 2 * cfg.r1_every * r1 + 0 * r1_logits.sum()).backward()
-            grad_norm_D = _grad_norm(D) if want_log else None
-            opt_D.step()
-
-        # -- G phase: fool D; D frozen and unwrapped ------------------------------------------
-        D.requires_grad_(False)
-        G.requires_grad_(True)
-        z = torch.randn(B, cfg.z_dim, device=device)
-        with autocast:
-            fake = G_ddp(z, y)
-            fake_logits_G = D(augment(fake), y).float()
-        loss_G = loss_fns.g_loss(fake_logits_G)
-        opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        grad_norm_G = _grad_norm(G) if want_log else None
-        opt_G.step()
+        stats = step_fn.step(step, want_log)  # {name: detached scalar tensor}
 
         # -- EMA of G (a plain copy when disabled, so G_ema is always the model to use) ------
         # The half-life ramps up with the images seen (StyleGAN2-ADA's ema_rampup), so that
@@ -259,16 +225,14 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         half_life = min(cfg.ema_kimg, EMA_RAMPUP * counters["images_seen"] / 1000)
         ema_update(G_ema, G, ema_beta(B * world, half_life))
         counters["step"] = step
-        counters["images_seen"] += B * world * cfg.d_steps
+        counters["images_seen"] += images_per_step
         counters["epoch"], counters["batch"] = cursor.epoch, cursor.batch
-        window_images += B * world * cfg.d_steps
+        window_images += images_per_step
 
         # -- every rank agrees on finiteness, so all of them stop together ---------------------
-        stats = torch.stack(
-            [loss_D.detach(), loss_G.detach(), real_logits.detach().mean(),
-             fake_logits.detach().mean(), r1.detach(), gp.detach()]
-        ).float()  # fmt: skip
-        finite = torch.isfinite(stats).all().float().reshape(1)
+        names = list(stats)
+        values = torch.stack([stats[k].reshape(()) for k in names]).float()
+        finite = torch.isfinite(values).all().float().reshape(1)
         all_reduce_mean(finite)
         if finite.item() < 1.0:
             # Stop instead of training on garbage; no checkpoint of the broken state.
@@ -277,22 +241,11 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
 
         # -- log: rank-averaged values, one history row ---------------------------------------
         if want_log:
-            all_reduce_mean(stats)
+            all_reduce_mean(values)
             now = time.perf_counter()
-            row = {
-                "step": step,
-                "epoch": counters["epoch"],
-                "kimg": counters["images_seen"] / 1000,
-                "loss_D": stats[0].item(),
-                "loss_G": stats[1].item(),
-                "D_real": stats[2].item(),
-                "D_fake": stats[3].item(),
-                "grad_norm_D": grad_norm_D,
-                "grad_norm_G": grad_norm_G,
-                "r1": stats[4].item(),
-                "gp": stats[5].item(),
-                "images_per_s": window_images / max(now - window_t0, 1e-9),
-            }
+            row = {"step": step, "epoch": counters["epoch"], "kimg": counters["images_seen"] / 1000}
+            row |= {k: v.item() for k, v in zip(names, values, strict=True)}
+            row["images_per_s"] = window_images / max(now - window_t0, 1e-9)
             window_t0, window_images = now, 0
             history.append(row)
             if tracker:
@@ -303,9 +256,9 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
                     flush=True,
                 )
 
-        # -- snapshot: the fixed-noise grid, over time ----------------------------------------
+        # -- snapshot: the fixed-input grid, over time ----------------------------------------
         if tracker and (step % cfg.sample_every == 0 or step == cfg.steps):
-            tracker.log_grid(sample_grid(G_ema, fixed_z, fixed_y), step)
+            tracker.log_grid(tasks.grid_images(spec.task, G_ema, grid, fixed_y), step)
 
         # -- checkpoint: every rank reports, rank 0 with the state -----------------------------
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
@@ -315,9 +268,9 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
             if history:
                 metrics.update({k: v for k, v in history[-1].items() if v is not None})
             if probe is not None:  # rank 0 only: Ray Train and Tune read rank 0's metrics
-                metrics["fid"] = probe(G_ema, mcfg["num_classes"])
+                metrics[probe.metric] = probe(G_ema)
                 if tracker:
-                    tracker.log_metrics({"fid": metrics["fid"]}, step)
+                    tracker.log_metrics({probe.metric: metrics[probe.metric]}, step)
             session.report(metrics, snap or None)
             last_ckpt_step = step
 
@@ -328,20 +281,31 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     return {"step": counters["step"], "diverged_at": None, "G": G, "D": D, "G_ema": G_ema}
 
 
+def _first_batch(spec: RunSpec, train_samples: int) -> dict[str, Any]:
+    loader = ShardLoader(
+        spec.shards,
+        batch_size=min(tasks.GRID_PAIRS, train_samples),
+        rank=0,
+        world_size=1,
+        num_workers=0,
+        seed=spec.seed,
+        unpaired=spec.task == "translation" and spec.task_cfg.mode == "unpaired",
+    )
+    loader.set_epoch(0)
+    return next(iter(loader))
+
+
+def history_columns(history: list[dict[str, Any]]) -> list[str]:
+    """The columns of ``train/history.csv``: the shared ones, then each task's, in order."""
+    columns = list(BASE_COLUMNS)
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    return columns
+
+
 def grid_labels(num_classes: int) -> torch.Tensor | None:
     """The class of each grid cell (cycling through the classes), None for unconditional G."""
-    return torch.arange(GRID) % num_classes if num_classes else None
-
-
-@torch.no_grad()
-def sample_grid(G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    """G's images for ``z`` (and labels ``y``) on G's device, back on the CPU: ``[N, C, H, W]``."""
-    device = next(G.parameters()).device
-    was_training = G.training
-    G.eval()
-    out = G(z.to(device), None if y is None else y.to(device)).float().cpu()
-    G.train(was_training)
-    return out.clamp(-1, 1)
+    return torch.arange(tasks.GRID) % num_classes if num_classes else None
 
 
 def generator_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
@@ -351,22 +315,20 @@ def generator_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
     return G.eval().requires_grad_(False)
 
 
-def _fid_probe(spec: RunSpec):
-    """The cheap in-training FID of ``spec.probe_dir``'s extractor, or None."""
+def make_probe(spec: RunSpec):
+    """The cheap in-training probe of ``spec.probe_dir``'s extractor for the run's task, or
+    None without one: ``probe(G_ema) -> float``, named ``probe.metric``, lower is better."""
     if spec.probe_dir is None:
         return None
-    from ganlib.metrics.probe import FidProbe
+    from ganlib.metrics.probe import task_probe
 
-    return FidProbe(spec.probe_dir, num_fake=spec.probe_fakes, seed=spec.seed)
+    return task_probe(
+        spec.task, spec.task_cfg, spec.probe_dir, spec.shards, spec.probe_fakes, spec.seed
+    )
 
 
 def _cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in sd.items()}
-
-
-def _grad_norm(module: torch.nn.Module) -> float:
-    grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
-    return torch.stack(grads).norm().item() if grads else 0.0
 
 
 def _maybe_fail(spec: RunSpec, step: int, rank: int, world: int) -> None:

@@ -22,13 +22,8 @@ from ganlib.errors import GanlibError
 from ganlib.grid import save_grid
 from ganlib.models import SUPPORTED_RESOLUTIONS
 from ganlib.training.distributed import fit, run_identity
-from ganlib.training.loop import (
-    HISTORY_COLUMNS,
-    RunSpec,
-    generator_from_checkpoint,
-    grid_labels,
-    sample_grid,
-)
+from ganlib.training.loop import RunSpec, generator_from_checkpoint, grid_labels, history_columns
+from ganlib.training.tasks import grid_images
 
 SHARDS = Path("data/shards")
 RUNS = Path("runs")
@@ -55,14 +50,7 @@ def preflight(params: Params, project: Path, *, local: bool) -> dict[str, Any]:
     if not (shards / "manifest.parquet").is_file():
         raise GanlibError(f"{shards}: missing shards; run `dvc repro shard` first")
     info = dataset_info(shards)
-    supported = SUPPORTED_RESOLUTIONS[cfg.arch]
-    if info["resolution"] not in supported:
-        raise GanlibError(
-            f"data.resolution: {info['resolution']} is not supported by train.arch {cfg.arch} "
-            f"(supported: {', '.join(map(str, supported))})"
-        )
-    if cfg.conditional and not info["classes"]:
-        raise GanlibError("train.conditional: true needs labelled data; the shards have none")
+    check_task(params, info)
     global_batch = cfg.batch_size * cfg.num_workers
     if info["train_samples"] < global_batch:
         raise GanlibError(
@@ -72,6 +60,48 @@ def preflight(params: Params, project: Path, *, local: bool) -> dict[str, Any]:
     if cfg.device == "cuda" and local and not torch.cuda.is_available():
         raise GanlibError("train.device: cuda, but this machine has no CUDA GPU; use auto")
     return info
+
+
+def check_task(params: Params, info: dict[str, Any]) -> None:
+    """The task, its model and the shards fit together (one-line errors)."""
+    cfg, task = params.train, params.task
+    if task == "generation":
+        supported = SUPPORTED_RESOLUTIONS[cfg.arch]
+        if info["resolution"] not in supported:
+            raise GanlibError(
+                f"data.resolution: {info['resolution']} is not supported by train.arch "
+                f"{cfg.arch} (supported: {', '.join(map(str, supported))})"
+            )
+        if cfg.conditional and not info["classes"]:
+            raise GanlibError("train.conditional: true needs labelled data; the shards have none")
+        if info["fields"] != ["png"]:
+            raise GanlibError(
+                "task: generation needs single-image shards; these hold (A, B) pairs "
+                "for translation: set task: translation or re-shard another data.source"
+            )
+        return
+    for key in ("augment", "r1_gamma", "gp_weight", "conditional"):
+        default = getattr(type(cfg)(), key)
+        if getattr(cfg, key) != default:
+            raise GanlibError(f"train.{key}: applies to task: generation only; remove it")
+    if cfg.d_steps != 1:
+        raise GanlibError("train.d_steps: image-to-image tasks take one D step per G step; set 1")
+    if info["resolution"] < 24:
+        raise GanlibError(
+            f"data.resolution: {info['resolution']} is too small for the PatchGAN "
+            "discriminator of image-to-image tasks; use at least 24 (64 recommended)"
+        )
+    if task == "inpainting" and info["fields"] != ["png"]:
+        raise GanlibError(
+            "task: inpainting needs single-image shards; these hold (A, B) pairs: "
+            "set data.source to a folder or table of single images"
+        )
+    if task == "translation" and info["fields"] != ["a.png", "b.png"]:
+        raise GanlibError(
+            "task: translation needs (A, B) shards: use builtin:photos2art, imagefolder:PATH "
+            "with data.paired or data.unpaired (PATH/A, PATH/B), or parquet with "
+            "data.image_column_b; then run `dvc repro shard`"
+        )
 
 
 def data_fingerprint(shards: Path) -> str:
@@ -95,7 +125,10 @@ def train_run(
     info = preflight(params, project, local=not joining)
     cfg = params.train
     shards = project / SHARDS
-    identity = run_identity(cfg, params.seed, data_fingerprint(shards))
+    task_identity = (
+        {"task": params.task, **params.task_config()} if params.task != "generation" else None
+    )
+    identity = run_identity(cfg, params.seed, data_fingerprint(shards), task_identity)
     name = f"train-{identity[:12]}"
     storage = project / RUNS
 
@@ -119,6 +152,8 @@ def train_run(
     spec = RunSpec(
         train=cfg,
         seed=params.seed,
+        task=params.task,
+        task_cfg=getattr(params, params.task) if params.task != "generation" else None,
         shards=str(shards),
         identity=identity,
         mlflow_uri=tracking.resolve_uri(params.mlflow.tracking_uri, project),
@@ -170,16 +205,19 @@ def summarize(state: dict[str, Any], wall_s: float, run_id: str, info: dict) -> 
 def write_history(history: list[dict[str, Any]], path: Path) -> None:
     """``train/history.csv``: one row per ``log_every`` steps (DVC plots)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [",".join(HISTORY_COLUMNS)]
+    columns = history_columns(history)
+    lines = [",".join(columns)]
     for row in history:
-        cells = ["" if row.get(c) is None else f"{row[c]:.6g}" for c in HISTORY_COLUMNS]
+        cells = ["" if row.get(c) is None else f"{row[c]:.6g}" for c in columns]
         lines.append(",".join(cells))
     path.write_text("\n".join(lines) + "\n")
 
 
 def write_samples(state: dict[str, Any], path: Path) -> Path:
-    """``train/samples.png``: the 8x8 grid of G_ema on the run's fixed noise."""
+    """``train/samples.png``: G_ema on the run's fixed grid inputs (noise, or input images
+    shown next to their outputs)."""
     G = generator_from_checkpoint(state)
-    y = grid_labels(state["model_config"]["num_classes"])
-    scale = max(1, 128 // state["model_config"]["resolution"])
-    return save_grid(sample_grid(G, state["fixed_z"], y), path, scale=scale)
+    task = state.get("task", "generation")
+    y = grid_labels(state["model_config"].get("num_classes", 0))
+    scale = max(1, 128 // state.get("resolution", state["model_config"].get("resolution", 64)))
+    return save_grid(grid_images(task, G, state["grid_inputs"], y), path, scale=scale)
