@@ -7,8 +7,9 @@ weights as data. ganlib's own package ships with it (``code_paths``), so the mod
 ganlib is not installed (``mlflow models serve`` with a virtualenv, a Docker image) and always
 with the architecture code its weights were trained with.
 
-Promotion: ``champion`` moves to a new version only if its FID is strictly lower than the
-champion's under the same protocol hash; otherwise the new version takes ``challenger``. A
+Promotion: ``champion`` moves to a new version only if its promotion metric (FID; hole L1 for
+inpainting) is strictly lower than the champion's under the same protocol hash; otherwise the
+new version takes ``challenger``. A
 dethroned champion keeps no alias; ``register/model.json`` names it (``previous_champion``) for
 a rollback (``set_registered_model_alias(name, "champion", previous)``). The alias is set last,
 so a failure anywhere before it leaves ``champion`` where it was.
@@ -39,20 +40,55 @@ from ganlib.errors import GanlibError
 from ganlib.sampling import load_generator
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-FID_TAG, PROTOCOL_TAG = "metric.fid", "protocol_hash"
+METRIC_TAG, PROTOCOL_TAG = "promotion_metric", "protocol_hash"  # e.g. fid; its value: metric.fid
+# How each task's promotion metric reads in messages; every one is lower-is-better.
+METRIC_NAMES = {"fid": "FID", "l1_hole": "hole L1"}
 SERVING_CODE = Path(__file__).with_name("serving.py")  # the models-from-code file
 PACKAGE = Path(__file__).parent  # shipped with the model as code_paths
 
 
-def model_signature(model_config: Mapping[str, Any]) -> ModelSignature:
-    """``seed`` (long, required), ``label`` (long, optional) -> ``uint8 [-1, H, W, C]``.
+def model_signature(meta: Mapping[str, Any]) -> ModelSignature:
+    """The pyfunc's columns for the generator's task (``meta`` from ``load_generator``):
 
-    Every generator takes the same columns; an unconditional one answers a ``label`` with an
-    error rather than MLflow dropping the column unseen.
+    - generation: ``seed`` (long, required), ``label`` (long, optional) -> ``uint8 [-1, H, W,
+      C]``. Every generator takes the same columns; an unconditional one answers a ``label``
+      with an error rather than MLflow dropping the column unseen.
+    - inpainting: ``image`` and ``mask`` (PNG bytes) -> ``uint8 [-1, -1, -1, C]`` (any size).
+    - translation: ``image`` (PNG bytes), ``direction`` (string, optional) -> the same.
     """
-    inputs = Schema([ColSpec("long", "seed"), ColSpec("long", "label", required=False)])
-    R, C = int(model_config["resolution"]), int(model_config["channels"])
-    return ModelSignature(inputs, Schema([TensorSpec(np.dtype(np.uint8), (-1, R, R, C))]))
+    task, C = meta.get("task", "generation"), int(meta["channels"])
+    if task == "generation":
+        inputs = Schema([ColSpec("long", "seed"), ColSpec("long", "label", required=False)])
+        R = int(meta["resolution"])
+        return ModelSignature(inputs, Schema([TensorSpec(np.dtype(np.uint8), (-1, R, R, C))]))
+    if task == "inpainting":
+        inputs = Schema([ColSpec("binary", "image"), ColSpec("binary", "mask")])
+    else:
+        inputs = Schema(
+            [ColSpec("binary", "image"), ColSpec("string", "direction", required=False)]
+        )
+    return ModelSignature(inputs, Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, C))]))
+
+
+def input_example(meta: Mapping[str, Any]) -> pd.DataFrame:
+    """A two-row example request for the task's pyfunc."""
+    task = meta.get("task", "generation")
+    if task == "generation":
+        example = {
+            "seed": [0, 1],
+            **({"label": [0, 1]} if meta["model_config"]["num_classes"] else {}),
+        }
+        return pd.DataFrame(example, dtype="int64")
+    from ganlib.data.images import encode_png
+
+    R, C = int(meta["resolution"]), int(meta["channels"])
+    ramp = np.linspace(0, 255, R * R * C).astype(np.uint8).reshape(R, R, C)
+    image = encode_png(ramp)
+    if task == "inpainting":
+        hole = np.zeros((R, R, 1), np.uint8)
+        hole[R // 4 : R // 2, R // 4 : R // 2] = 255
+        return pd.DataFrame({"image": [image, image], "mask": [encode_png(hole)] * 2})
+    return pd.DataFrame({"image": [image, image]})
 
 
 def log_generator(
@@ -65,12 +101,10 @@ def log_generator(
     """
     client = _client(client_or_uri)
     _, meta = load_generator(generator_dir)  # refuse a broken directory before logging
-    mcfg = meta["model_config"]
     run = client.get_run(run_id)
     logged = client.create_logged_model(
         run.info.experiment_id, name=name, source_run_id=run_id, params=run.data.params
     )
-    example = {"seed": [0, 1], **({"label": [0, 1]} if mcfg["num_classes"] else {})}
     with _process_uris(client.tracking_uri):
         info = Model.log(
             artifact_path=None,  # deprecated for ``name``, yet still a required argument
@@ -82,8 +116,8 @@ def log_generator(
             python_model=str(SERVING_CODE),
             artifacts={"generator": str(Path(generator_dir).resolve())},
             code_paths=[str(PACKAGE)],
-            signature=model_signature(mcfg),
-            input_example=pd.DataFrame(example, dtype="int64"),
+            signature=model_signature(meta),
+            input_example=input_example(meta),
             pip_requirements=_pip_requirements(),
             metadata=meta,
         )
@@ -96,30 +130,38 @@ def register_generator(
     generator_dir: Path,
     *,
     model_name: str,
-    fid: float,
+    score: float,
     protocol_hash: str,
+    metric: str = "fid",
     tags: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Log, register as a new version of ``model_name``, tag, promote; returns model.json.
 
-    The version carries ``tags`` (e.g. other ``metric.<name>``, ``protocol_card``,
-    ``git_commit``, ``data_hash``; dicts and lists are stored as JSON) plus ``metric.fid`` and
+    ``score`` is the version's value of the promotion ``metric`` (``fid`` for generation and
+    translation, ``l1_hole`` for inpainting; lower is better). The version carries ``tags``
+    (e.g. other ``metric.<name>``, ``protocol_card``, ``git_commit``, ``data_hash``; dicts and
+    lists are stored as JSON) plus ``metric.<metric>``, ``promotion_metric`` and
     ``protocol_hash`` from the arguments, all set in the same call that creates it. The result:
     ``{name, version, alias, reason, run_id, model_uri ("models:/NAME/VERSION"),
-    logged_model_uri ("models:/<model_id>"), fid, protocol_hash, previous_champion}``, the last
-    being the champion's version before this call (None if there was none).
+    logged_model_uri ("models:/<model_id>"), metric, score, protocol_hash, previous_champion}``,
+    the last being the champion's version before this call (None if there was none).
     """
     validate_model_name(model_name)
     tags = dict(tags or {})
-    if FID_TAG in tags or PROTOCOL_TAG in tags:
-        raise ValueError(f"pass {FID_TAG} and {PROTOCOL_TAG} as fid= and protocol_hash=")
+    value_tag = f"metric.{metric}"
+    if value_tag in tags or PROTOCOL_TAG in tags or METRIC_TAG in tags:
+        raise ValueError(f"pass {value_tag} and {PROTOCOL_TAG} as score= and protocol_hash=")
     client = _client(client_or_uri)
     logged_uri = log_generator(client, run_id, generator_dir)
     version_tags = {k: _tag_value(v) for k, v in tags.items()}
-    version_tags |= {FID_TAG: repr(float(fid)), PROTOCOL_TAG: protocol_hash}
+    version_tags |= {
+        value_tag: repr(float(score)),
+        METRIC_TAG: metric,
+        PROTOCOL_TAG: protocol_hash,
+    }
     with _process_uris(client.tracking_uri):
         version = int(mlflow.register_model(logged_uri, model_name, tags=version_tags).version)
-    promotion = promote(client, model_name, version, fid, protocol_hash)
+    promotion = promote(client, model_name, version, score, protocol_hash, metric)
     return {
         "name": model_name,
         "version": version,
@@ -128,48 +170,64 @@ def register_generator(
         "run_id": run_id,
         "model_uri": f"models:/{model_name}/{version}",
         "logged_model_uri": logged_uri,
-        "fid": float(fid),
+        "metric": metric,
+        "score": float(score),
         "protocol_hash": protocol_hash,
         "previous_champion": promotion["previous_champion"],
     }
 
 
 def decide_alias(
-    new_fid: float, new_protocol: str, champion: Mapping[str, Any] | None
+    new_score: float, new_protocol: str, champion: Mapping[str, Any] | None, metric: str = "fid"
 ) -> tuple[str, str]:
     """The promotion rule: ``("champion" | "challenger", one-line reason)``.
 
-    ``champion`` is ``{"version", "fid", "protocol_hash"}`` of the current champion, or None.
-    FIDs measured under different protocol cards are never compared; a tie does not promote.
+    ``champion`` is ``{"version", "metric", "score", "protocol_hash"}`` of the current
+    champion, or None. Scores of another metric or measured under different protocol cards
+    are never compared; lower is better, and a tie does not promote.
     """
     if champion is None:
         return CHAMPION, "no champion yet"
-    v, old_fid, old_protocol = champion["version"], champion["fid"], champion["protocol_hash"]
+    v, old, old_protocol = champion["version"], champion["score"], champion["protocol_hash"]
+    name = METRIC_NAMES.get(metric, metric)
+    if champion.get("metric", "fid") != metric:
+        return CHALLENGER, (
+            f"champion v{v} was ranked by {champion.get('metric')}, this version by {metric}; "
+            "different metrics are never compared"
+        )
     if old_protocol != new_protocol:
         return CHALLENGER, (
             f"champion v{v} was measured under protocol {str(old_protocol)[:12]}, this version "
-            f"under {new_protocol[:12]}; FIDs under different protocol cards are never compared"
+            f"under {new_protocol[:12]}; scores under different protocol cards are never compared"
         )
-    if new_fid < old_fid:
-        return CHAMPION, f"FID {new_fid:.6g} beats champion v{v}'s {old_fid:.6g}"
-    return CHALLENGER, f"FID {new_fid:.6g} does not beat champion v{v}'s {old_fid:.6g}"
+    if new_score < old:
+        return CHAMPION, f"{name} {new_score:.6g} beats champion v{v}'s {old:.6g}"
+    return CHALLENGER, f"{name} {new_score:.6g} does not beat champion v{v}'s {old:.6g}"
 
 
 def current_champion(client: MlflowClient, name: str) -> dict[str, Any] | None:
-    """``{"version", "fid", "protocol_hash"}`` of ``name@champion`` from its tags, or None."""
+    """``{"version", "metric", "score", "protocol_hash"}`` of ``name@champion`` from its
+    tags, or None."""
     aliases = client.get_registered_model(name).aliases  # {alias: version}
     if CHAMPION not in aliases:
         return None
     mv = client.get_model_version(name, aliases[CHAMPION])
+    metric = mv.tags.get(METRIC_TAG, "fid")
     return {
         "version": int(mv.version),
-        "fid": float(mv.tags.get(FID_TAG, math.nan)),  # NaN: nothing beats it, by design
+        "metric": metric,
+        "score": float(mv.tags.get(f"metric.{metric}", math.nan)),  # NaN: nothing beats it
         "protocol_hash": mv.tags.get(PROTOCOL_TAG),
     }
 
 
 def promote(
-    client: MlflowClient, name: str, version: int, fid: float, protocol_hash: str
+    client: MlflowClient,
+    name: str,
+    version: int,
+    score: float,
+    protocol_hash: str,
+    metric: str = "fid",
 ) -> dict[str, Any]:
     """Apply :func:`decide_alias` to version ``version`` and set its alias (the last write).
 
@@ -177,7 +235,7 @@ def promote(
     call, or None.
     """
     champion = current_champion(client, name)
-    alias, reason = decide_alias(float(fid), protocol_hash, champion)
+    alias, reason = decide_alias(float(score), protocol_hash, champion, metric)
     client.set_registered_model_alias(name, alias, str(version))
     return {
         "alias": alias,
@@ -186,23 +244,29 @@ def promote(
     }
 
 
-def sample_registered(
-    model_uri: str, tracking_uri: str, seeds: Sequence[int], labels: Sequence[int] | None = None
-) -> np.ndarray:
-    """Load ``models:/NAME@alias`` (or ``/VERSION``) and sample it: ``uint8 [N, H, W, C]``."""
+def predict_registered(model_uri: str, tracking_uri: str, frame: pd.DataFrame) -> np.ndarray:
+    """Load ``models:/NAME@alias`` (or ``/VERSION``) and run it on ``frame``:
+    ``uint8 [N, H, W, C]``; MLflow's errors become one-line GanlibErrors."""
     with tempfile.TemporaryDirectory() as tmp, _process_uris(tracking_uri):
         try:  # resolving models:/NAME@alias reads the process-wide registry URI
             local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
         except MlflowException as exc:
             raise GanlibError(f"{model_uri}: {_one_line(exc.message)} ({tracking_uri})") from None
         model = mlflow.pyfunc.load_model(local)  # reads everything it needs into memory
-    frame = pd.DataFrame({"seed": seeds}, dtype="int64")
-    if labels is not None:
-        frame["label"] = pd.Series(labels, dtype="int64")
     try:
         return model.predict(frame)
     except MlflowException as exc:
         raise GanlibError(f"{model_uri}: {_one_line(exc.message)}") from None
+
+
+def sample_registered(
+    model_uri: str, tracking_uri: str, seeds: Sequence[int], labels: Sequence[int] | None = None
+) -> np.ndarray:
+    """Load ``models:/NAME@alias`` (or ``/VERSION``) and sample it: ``uint8 [N, H, W, C]``."""
+    frame = pd.DataFrame({"seed": seeds}, dtype="int64")
+    if labels is not None:
+        frame["label"] = pd.Series(labels, dtype="int64")
+    return predict_registered(model_uri, tracking_uri, frame)
 
 
 def _client(client_or_uri: MlflowClient | str) -> MlflowClient:

@@ -2,8 +2,14 @@
 
 MLflow copies this file into the logged model and runs it at load time; the weights come from
 the model's ``generator`` artifact (an exported generator directory), read as data. Nothing is
-pickled. Input: a DataFrame with an int ``seed`` column and, for conditional generators, an
-optional int ``label`` column; output: ``uint8 [N, H, W, C]``, one image per row.
+pickled. Output: ``uint8 [N, H, W, C]``, one image per row. Input, by the generator's task:
+
+- generation: an int ``seed`` column and, for conditional generators, an optional int
+  ``label`` column;
+- inpainting: ``image`` and ``mask`` columns of PNG bytes (mask white = hole), any size
+  (:func:`ganlib.tasks.inpainting.predict_frame`);
+- translation: an ``image`` column of PNG bytes and, for CycleGAN, an optional ``direction``
+  (``AtoB`` by default, or ``BtoA``) (:func:`ganlib.tasks.translation.predict_frame`).
 """
 
 from __future__ import annotations
@@ -21,19 +27,28 @@ from ganlib.sampling import generate, load_generator
 
 
 class GeneratorModel(PythonModel):
-    """A pyfunc that rebuilds G_ema from its exported directory and samples it by seed."""
+    """A pyfunc that rebuilds G_ema from its exported directory and runs it for its task."""
 
     def load_context(self, context) -> None:
-        self.G, meta = load_generator(context.artifacts["generator"])
-        self.model_config = meta["model_config"]
+        self.G, self.meta = load_generator(context.artifacts["generator"])
+        self.model_config = self.meta["model_config"]
 
     def predict(
         self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> np.ndarray:
-        """``model_input``: DataFrame ``seed`` (int), optional ``label`` (int) ->
+        """``model_input``: the task's DataFrame (see the module docstring) ->
         ``uint8 [N, H, W, C]``."""
-        labels = model_input["label"].tolist() if "label" in model_input.columns else None
         try:
+            task = self.meta["task"]
+            if task == "inpainting":
+                from ganlib.tasks.inpainting import predict_frame
+
+                return predict_frame(self.G, self.meta, model_input)
+            if task == "translation":
+                from ganlib.tasks.translation import predict_frame
+
+                return predict_frame(self.G, self.meta, model_input)
+            labels = model_input["label"].tolist() if "label" in model_input.columns else None
             return generate(self.G, self.model_config, model_input["seed"].tolist(), labels)
         except GanlibError as exc:  # the scoring server answers 400 with this message
             raise MlflowException.invalid_parameter_value(str(exc)) from None

@@ -26,6 +26,7 @@ from ganlib.config import TUNABLE, Params, TuneConfig, flatten, to_dict
 from ganlib.data.shards import dataset_info
 from ganlib.errors import GanlibError
 from ganlib.metrics.features import check_compatible, load_extractor
+from ganlib.metrics.probe import PROBE_METRICS
 from ganlib.training.loop import RunSpec, train
 from ganlib.training.session import pick_device
 
@@ -73,8 +74,9 @@ class TuneSession:
     rank = 0
     world_size = 1
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", metric: str = "fid"):
         self.device = pick_device(device)
+        self.metric = metric  # the task probe's name, what ASHA ranks trials by
 
     def prepare(self, module: torch.nn.Module, *, sync_buffers: bool) -> torch.nn.Module:
         return module.to(self.device)
@@ -86,8 +88,8 @@ class TuneSession:
         from ray import tune
 
         out = dict(metrics)
-        if out.get("diverged_at") is not None or not math.isfinite(out.get("fid", math.nan)):
-            out["fid"] = DIVERGED_FID
+        if out.get("diverged_at") is not None or not math.isfinite(out.get(self.metric, math.nan)):
+            out[self.metric] = DIVERGED_FID
         tune.report(out)
 
 
@@ -97,10 +99,13 @@ def _trial(config: dict[str, Any], *, params: Params, shards: str, probe_dir: st
         seed=params.seed,
         shards=shards,
         identity="tune-trial",
+        task=params.task,
+        task_cfg=getattr(params, params.task) if params.task != "generation" else None,
         probe_dir=probe_dir,
         probe_fakes=params.tune.probe_fakes,
     )
-    train(spec, TuneSession(params.train.device if params.train.device != "auto" else "cpu"))
+    device = params.train.device if params.train.device != "auto" else "cpu"
+    train(spec, TuneSession(device, PROBE_METRICS[params.task]))
 
 
 def sweep(params: Params, project: Path, *, shards: Path, featurize: Path) -> dict[str, Any]:
@@ -114,6 +119,7 @@ def sweep(params: Params, project: Path, *, shards: Path, featurize: Path) -> di
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     cfg = params.tune
+    metric = PROBE_METRICS[params.task]
     info = dataset_info(shards)
     _, meta = load_extractor(featurize)  # fail here, not in every trial
     check_compatible(meta, channels=info["channels"], resolution=info["resolution"])
@@ -140,7 +146,7 @@ def sweep(params: Params, project: Path, *, shards: Path, featurize: Path) -> di
         trainable,
         param_space=search_space(cfg),
         tune_config=tune.TuneConfig(
-            metric="fid",
+            metric=metric,
             mode="min",
             num_samples=cfg.num_samples,
             max_concurrent_trials=cfg.max_concurrent,
@@ -166,30 +172,32 @@ def sweep(params: Params, project: Path, *, shards: Path, featurize: Path) -> di
         ),
     )
     results = tuner.fit()
-    rows = [_trial_row(r, cfg) for r in results]
-    ok = [r for r in rows if r["status"] != "error" and r["fid"] < DIVERGED_FID]
+    rows = [_trial_row(r, cfg, metric) for r in results]
+    ok = [r for r in rows if r["status"] != "error" and r[metric] < DIVERGED_FID]
     if not ok:
         mlflow.set_terminated(sweep_run, status="FAILED")
         errors = [r for r in results if r.error is not None]
         why = f" (first error: {str(errors[0].error).splitlines()[0]})" if errors else ""
         raise GanlibError(f"tune: every trial failed or diverged{why}; check tune.space")
-    best = min(ok, key=lambda r: (r["fid"], r["trial_id"]))
+    best = min(ok, key=lambda r: (r[metric], r["trial_id"]))
     best_yaml = {
         "train": {k: best["config"][k] for k in sorted(cfg.space)},
-        "fid": best["fid"],
+        "metric": metric,
+        metric: best[metric],
         "step": best["step"],
         "trial_id": best["trial_id"],
         "mlflow_run_id": sweep_run,
     }
-    tracking.log_metrics(mlflow, sweep_run, {"best_fid": best["fid"], "trials": len(rows)})
+    tracking.log_metrics(mlflow, sweep_run, {f"best_{metric}": best[metric], "trials": len(rows)})
     mlflow.set_terminated(sweep_run)
     return {"best": best_yaml, "trials": rows}
 
 
-def _trial_row(result: Any, cfg: TuneConfig) -> dict[str, Any]:
-    """One row of ``tune/trials.parquet``: the sampled config, how far it got, its FIDs."""
+def _trial_row(result: Any, cfg: TuneConfig, metric: str = "fid") -> dict[str, Any]:
+    """One row of ``tune/trials.parquet``: the sampled config, how far it got, its probe
+    values (``metric``: ``fid``, or ``l1_hole`` for inpainting)."""
     history = result.metrics_dataframe
-    fids = [] if history is None or "fid" not in history else list(history["fid"])
+    fids = [] if history is None or metric not in history else list(history[metric])
     metrics = result.metrics or {}
     step = int(metrics.get("step", 0))
     if result.error is not None:
@@ -203,22 +211,22 @@ def _trial_row(result: Any, cfg: TuneConfig) -> dict[str, Any]:
         "trial_id": str(metrics.get("trial_id", "")),
         "status": status,
         "step": step,
-        "fid": float(metrics.get("fid", math.inf)),
-        "best_fid": float(min(fids)) if fids else math.inf,
+        metric: float(metrics.get(metric, math.inf)),
+        f"best_{metric}": float(min(fids)) if fids else math.inf,
         "time_s": float(metrics.get("time_total_s", 0.0)),
         "config": config,
     }
 
 
-def _trial_columns():
+def _trial_columns(metric: str):
     import pyarrow as pa
 
     return {
         "trial_id": pa.string(),
         "status": pa.string(),  # completed | stopped (by ASHA) | diverged | error
         "step": pa.int64(),
-        "fid": pa.float64(),  # at the trial's last report
-        "best_fid": pa.float64(),
+        metric: pa.float64(),  # at the trial's last report
+        f"best_{metric}": pa.float64(),
         "time_s": pa.float64(),
     }
 
@@ -229,7 +237,9 @@ def write_trials(rows: list[dict[str, Any]], path: Path) -> None:
     import pyarrow.parquet as pq
 
     keys = sorted({k for r in rows for k in r["config"]})
-    columns = {c: pa.array([r[c] for r in rows], type=t) for c, t in _trial_columns().items()}
+    metric = next((m for m in ("l1_hole", "fid") if rows and m in rows[0]), "fid")
+    spec = _trial_columns(metric)
+    columns = {c: pa.array([r[c] for r in rows], type=t) for c, t in spec.items()}
     for k in keys:
         columns[f"train.{k}"] = pa.array([r["config"].get(k) for r in rows])
     path.parent.mkdir(parents=True, exist_ok=True)

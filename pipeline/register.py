@@ -1,10 +1,11 @@
 """DVC stage ``register``: publish the generator to the MLflow Model Registry.
 
 Logs ``models/generator`` as a pyfunc model in the train stage's MLflow run, registers it as
-a new version of ``register.model_name``, tags the version with its metrics, protocol card,
-git commit and data hash, and moves the alias ``champion`` to it only if it beats the
-current champion's FID under the same protocol card (else it gets ``challenger``). Out:
-``register/model.json``. Reads ``register`` and ``mlflow``.
+a new version of ``register.model_name``, tags the version with its task, metrics, protocol
+card, git commit and data hash, and moves the alias ``champion`` to it only if it beats the
+current champion's promotion metric (FID; hole L1 for inpainting) under the same protocol card
+(else it gets ``challenger``). Out: ``register/model.json``. Reads ``task``, ``register`` and
+``mlflow``.
 """
 
 from __future__ import annotations
@@ -46,18 +47,23 @@ def main() -> None:
     metrics = json.loads(EVAL_METRICS.read_text())
     run_id = json.loads(TRAIN_SUMMARY.read_text())["mlflow_run_id"]
     mlflow = tracking.client(params.mlflow, Path.cwd())
-    numbers = {f"metric.{k}": v for k, v in metrics.items() if isinstance(v, float) and k != "fid"}
+    promotion = metrics.get("promotion", {"metric": "fid", "value": metrics.get("fid")})
+    metric = promotion["metric"]
+    numbers = {f"metric.{k}": v for k, v in metrics.items() if isinstance(v, float) and k != metric}
+    if "floor" in metrics:
+        numbers["metric.floor_fid"] = metrics["floor"]["fid"]
     manifest = (SHARDS / "manifest.parquet").read_bytes()
     record = register_generator(
         mlflow,
         run_id,
         GENERATOR,
         model_name=name,
-        fid=metrics["fid"],
+        score=promotion["value"],
+        metric=metric,
         protocol_hash=metrics["protocol_hash"],
         tags={
             **numbers,
-            "metric.floor_fid": metrics["floor"]["fid"],
+            "task": params.task,
             "protocol_card": metrics["protocol"],
             "git_commit": git_commit(),
             "data_hash": hashlib.sha256(manifest).hexdigest(),

@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     write_trials(result["trials"], out / "trials.parquet")
     write_best({"enabled": True, **result["best"]}, project / TUNE_BEST)
     best = result["best"]
-    print(f"tune: {len(result['trials'])} trials, best FID {best['fid']:.2f}: {best['train']}")
+    metric = best["metric"]
+    print(
+        f"tune: {len(result['trials'])} trials, best {metric} {best[metric]:.4g}: {best['train']}"
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ class Store:
     def register(self, name, fid, protocol=P1, directory=None, tags=TAGS):
         return register_generator(
             self.client, self.run_id, directory or self.uncond,
-            model_name=name, fid=fid, protocol_hash=protocol, tags=tags,
+            model_name=name, score=fid, protocol_hash=protocol, tags=tags,
         )  # fmt: skip
 
     def aliases(self, name) -> dict[str, int]:
@@ -174,14 +174,15 @@ def test_unconditional_pyfunc_refuses_labels(uncond):
 def test_version_links_to_the_run_and_carries_the_tags(uncond, store):
     info, _ = uncond
     assert set(info) == {
-        "name", "version", "alias", "reason", "run_id", "model_uri", "logged_model_uri", "fid",
-        "protocol_hash", "previous_champion",
+        "name", "version", "alias", "reason", "run_id", "model_uri", "logged_model_uri",
+        "metric", "score", "protocol_hash", "previous_champion",
     }  # fmt: skip
     assert info["model_uri"] == f"models:/uncond/{info['version']}"
     mv = store.client.get_model_version("uncond", str(info["version"]))
     assert mv.run_id == store.run_id and mv.source == info["logged_model_uri"]
     assert mv.tags == {
-        "metric.fid": "10.0", "protocol_hash": P1, "git_commit": "abc123", "data_hash": "d" * 64,
+        "metric.fid": "10.0", "promotion_metric": "fid", "protocol_hash": P1,
+        "git_commit": "abc123", "data_hash": "d" * 64,
         "metric.kid": "0.25", "protocol_card": json.dumps(TAGS["protocol_card"], sort_keys=True),
     }  # fmt: skip
     model_id = info["logged_model_uri"].removeprefix("models:/")
@@ -211,7 +212,7 @@ def test_registration_puts_mlflow_process_uris_back(store, monkeypatch, env_uri)
 
 
 def test_decide_alias():
-    champ = {"version": 3, "fid": 10.0, "protocol_hash": P1}
+    champ = {"version": 3, "metric": "fid", "score": 10.0, "protocol_hash": P1}
     assert decide_alias(50.0, P1, None) == ("champion", "no champion yet")
     assert decide_alias(9.5, P1, champ)[0] == "champion"
     assert decide_alias(10.0, P1, champ)[0] == "challenger"  # a tie does not promote

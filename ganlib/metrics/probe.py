@@ -17,6 +17,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ganlib.metrics.features import REFERENCE, load_extractor, load_reference, quantize
 from ganlib.metrics.generation import fid_from_stats, mean_cov
 
+# What each task's probe measures (lower is better): what ASHA ranks and train logs.
+PROBE_METRICS = {"generation": "fid", "inpainting": "l1_hole", "translation": "fid"}
 # Generator batch: bounds the memory of one forward pass.
 _BATCH = 250
 

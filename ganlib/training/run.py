@@ -20,6 +20,7 @@ from ganlib.config import Params, flatten, to_dict
 from ganlib.data.shards import dataset_info
 from ganlib.errors import GanlibError
 from ganlib.grid import save_grid
+from ganlib.metrics.probe import PROBE_METRICS
 from ganlib.models import SUPPORTED_RESOLUTIONS
 from ganlib.training.distributed import fit, run_identity
 from ganlib.training.loop import RunSpec, generator_from_checkpoint, grid_labels, history_columns
@@ -174,8 +175,9 @@ def train_run(
         raise
     wall = time.perf_counter() - t0
     summary = summarize(state, wall, run_id, info)
-    if "fid" in last:
-        summary["fid_probe"] = round(float(last["fid"]), 4)  # in-training; eval/ has the real one
+    metric = PROBE_METRICS[params.task]
+    if metric in last:  # in-training, on few images; eval/ has the real numbers
+        summary[f"{metric}_probe"] = round(float(last[metric]), 4)
     numbers = {f"summary/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
     tracking.log_metrics(mlflow, run_id, numbers, state["step"])
     mlflow.set_terminated(run_id)
