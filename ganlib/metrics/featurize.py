@@ -3,6 +3,11 @@
 ``auto`` picks the classifier for labelled data and the random network otherwise;
 ``inception`` loads the user's FID Inception weights file. The extractor is stored with the
 features of the real train split (:mod:`ganlib.metrics.features`).
+
+For translation shards the reference is the *target* domain: the ``b.png`` images of the train
+split (every sample's for pairs, the B samples' for unpaired domains), since FID scores the
+translated images against real images of domain B. ``extractor.json`` and the report then name
+the reference field (``reference_field: b.png``), which the translation evaluator checks.
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ganlib.config import FeaturizeConfig
-from ganlib.data.loader import iter_split
-from ganlib.data.shards import dataset_info
+from ganlib.data.loader import BATCH_NAMES, iter_split
+from ganlib.data.shards import dataset_info, manifest_metadata, read_manifest
 from ganlib.errors import GanlibError
 from ganlib.metrics.features import (
     REFERENCE,
@@ -60,12 +65,16 @@ def featurize(cfg: FeaturizeConfig, shards: Path, out: Path, *, seed: int) -> di
         )
     else:
         extractor = load_inception(cfg.inception_weights)
-    train_images = (b["image"] for b in iter_split(shards, "train", cfg.batch_size))
-    features, probs = compute_outputs(extractor, train_images)
+    # Single-image shards: their one field; translation shards: the target domain, b.png.
+    fields = manifest_metadata(read_manifest(shards, columns=["key"]))["fields"]
+    field = "b.png" if "b.png" in fields else "png"
+    batches = iter_split(shards, "train", cfg.batch_size, fields=(field,))
+    features, probs = compute_outputs(extractor, (b[BATCH_NAMES[field]] for b in batches))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     ref = save_reference(tmp / REFERENCE, features, probs, max_samples=cfg.max_reference, seed=seed)
-    meta = save_extractor(extractor, {"report": report}, tmp)
+    extra = {"reference_field": field} if field != "png" else {}
+    meta = save_extractor(extractor, {"report": report, **extra}, tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return {
@@ -74,6 +83,7 @@ def featurize(cfg: FeaturizeConfig, shards: Path, out: Path, *, seed: int) -> di
         "weights_sha256": meta["weights_sha256"],
         "reference_samples": ref.num_samples,
         "reference_features_kept": len(ref.features),
+        **extra,
         "seconds": round(time.perf_counter() - t0, 2),
         **{k: v for k, v in report.items() if isinstance(v, (int, float))},
     }

@@ -28,13 +28,21 @@ under Adam.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ganlib.data.images import input_array
+from ganlib.errors import GanlibError
+from ganlib.grid import to_uint8
 from ganlib.losses import AdversarialLoss
-from ganlib.models.cyclegan import CycleOutputs
+from ganlib.models.cyclegan import DIRECTIONS, CycleGenerators, CycleOutputs
 from ganlib.models.unet import crop, pad_to_multiple
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _check_pair(a: Tensor, b: Tensor) -> None:
@@ -227,3 +235,86 @@ class ImagePool:
             raise ValueError(f"{images.shape[0]} images do not fit a pool of {self.size}")
         self.images = images.clone() if images.dim() == 4 else None
         self.generator.set_state(state["rng"])
+
+
+# -- inference on users' images ---------------------------------------------------------------
+
+# The largest input predict_frame takes (4096 x 4096): G's activations grow with the area, and
+# a photo of 90 megapixels would take tens of GB; users scale such images down first.
+MAX_INPUT_PIXELS = 4096 * 4096
+
+
+def translators(G: nn.Module) -> dict[str, nn.Module]:
+    """The directions of an exported translation generator and the network of each:
+    ``{"AtoB": G}`` for pix2pix's U-Net, ``{"AtoB": G_AB, "BtoA": G_BA}`` for
+    :class:`~ganlib.models.cyclegan.CycleGenerators`."""
+    if isinstance(G, CycleGenerators):
+        return {d: G.generator(d) for d in DIRECTIONS}
+    return {"AtoB": G}
+
+
+def predict_frame(G: nn.Module, meta: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
+    """Translate the images of ``frame``: the translation pyfunc's and CLI's contract.
+
+    ``G, meta = load_generator(dir)`` of a translation model (eval mode). ``frame`` has a
+    column ``image`` (encoded image bytes, PNG or any format Pillow reads) and optionally
+    ``direction``: ``AtoB`` (the default, also for missing values) or ``BtoA``, which only
+    CycleGAN models have. Images may have any size (G's input is padded to its multiple and
+    its output cropped back, see :func:`translate`), up to :data:`MAX_INPUT_PIXELS`; the
+    rows of one call must share a size, since they come back as one array. Transparent
+    images are composited over white, and gray ones given to an RGB model have their value
+    replicated (:func:`ganlib.data.images.input_array`).
+
+    Returns ``uint8 [N, H, W, C]``, row ``i`` the translation of row ``i``. Each image goes
+    through G alone, so its output does not depend on the other rows of the call. Raises a
+    one-line :class:`GanlibError` naming the row for a missing column, an unusable image,
+    mixed sizes or a direction the model does not have.
+    """
+    if "image" not in frame.columns:
+        have = ", ".join(map(str, frame.columns)) or "none"
+        raise GanlibError(f"image: the input needs a column 'image' of image bytes; it has {have}")
+    nets = translators(G)
+    directions = _directions(frame, nets)
+    channels = int(meta["channels"])
+    arrays = []  # uint8 [H, W, C] each
+    for i, data in enumerate(frame["image"].tolist()):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise GanlibError(f"image: row {i} is a {type(data).__name__}, not image bytes")
+        arr = input_array(
+            bytes(data), channels=channels, name=f"image: row {i}", max_pixels=MAX_INPUT_PIXELS
+        )
+        if arrays and arr.shape != arrays[0].shape:
+            (h, w), (h0, w0) = arr.shape[:2], arrays[0].shape[:2]
+            raise GanlibError(
+                f"image: row {i} is {w}x{h} pixels, row 0 {w0}x{h0}; send images of one size "
+                "per call (they come back as one array)"
+            )
+        arrays.append(arr)
+    if not arrays:
+        size = int(meta["resolution"])
+        return np.empty((0, size, size, channels), np.uint8)
+    out = np.empty((len(arrays), *arrays[0].shape), np.uint8)  # [N, H, W, C]
+    device = next(G.parameters()).device
+    for i, (arr, direction) in enumerate(zip(arrays, directions, strict=True)):
+        x = torch.tensor(arr).permute(2, 0, 1)[None].to(device, torch.float32)  # [1, C, H, W]
+        out[i] = to_uint8(translate(nets[direction], x / 127.5 - 1))[0]  # [H, W, C]
+    return out
+
+
+def _directions(frame: pd.DataFrame, nets: dict[str, nn.Module]) -> list[str]:
+    """The direction of each row: the ``direction`` column, ``AtoB`` where it is missing."""
+    if "direction" not in frame.columns:
+        return ["AtoB"] * len(frame)
+    column = frame["direction"]
+    out = []
+    for i, (value, missing) in enumerate(zip(column.tolist(), column.isna(), strict=True)):
+        direction = "AtoB" if missing else value
+        if direction not in DIRECTIONS:
+            raise GanlibError(f"direction: row {i} is {value!r}; use AtoB or BtoA")
+        if direction not in nets:
+            raise GanlibError(
+                f"direction: row {i} asks for {direction}, but this paired (pix2pix) model "
+                "translates AtoB only; BtoA needs a CycleGAN (translation.mode: unpaired)"
+            )
+        out.append(direction)
+    return out
