@@ -142,11 +142,10 @@ def _inpaint(args: argparse.Namespace) -> None:
         import numpy as np
 
         from ganlib.data.images import encode_png, input_array
-        from ganlib.data.masks import random_mask
+        from ganlib.tasks.inpainting import demo_mask
 
         h, w, _ = input_array(image, channels=1, name=args.image).shape
-        rng = np.random.default_rng(args.seed)
-        hole = random_mask(rng, (h, w), kind="mix", area_range=(0.2, 0.4))  # [H, W] bool
+        hole = demo_mask(h, w, seed=args.seed)  # [H, W] bool
         mask = encode_png(hole[:, :, None].astype(np.uint8) * 255)
     else:
         mask = _read(args.mask, "--mask")

@@ -26,14 +26,24 @@ forward (the DDP rule at the top of :mod:`ganlib.training.loop`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganlib.data.images import input_array
+from ganlib.data.masks import random_mask
+from ganlib.errors import GanlibError
+from ganlib.grid import to_uint8
 from ganlib.losses import AdversarialLoss
 from ganlib.models.unet import crop, pad_to_multiple
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _check(image: Tensor, mask: Tensor) -> None:
@@ -171,3 +181,113 @@ class InpaintingLoss:
                 "D_fake": logits.mean(),
             }
         return l1 + self.adv_weight * adv, stats
+
+
+# -- serving: the registered model's predict and the CLI's demo mask --------------------------
+
+PREDICT_MAX_PIXELS = 4096 * 4096  # per image; G's activations grow with the image
+
+
+def predict_frame(G: nn.Module, meta: Mapping[str, Any], frame: pd.DataFrame) -> np.ndarray:
+    """Repair each row of ``frame``: the registered inpainting model's ``predict``.
+
+    ``frame`` has columns ``image`` and ``mask``, PNG (or any Pillow-readable) bytes; the mask
+    is white (luma >= 128) on the hole. Returns ``uint8 [N, H, W, C]``, C the model's channels,
+    each image at its own size: any size works (:func:`inpaint` pads and crops), but one call's
+    images must all have one size, to make one array. ``meta`` is the exported generator's
+    (:func:`ganlib.sampling.load_generator`).
+
+    Inputs are read as :func:`ganlib.data.images.input_array` reads them: an image with
+    transparency is composited over white, a grayscale image given to an RGB model has its
+    value replicated (an RGB one given to a grayscale model becomes its luma), and the mask is
+    read as grayscale the same way (so its transparent pixels count as hole). A mask without a
+    hole returns its image unchanged. Each image runs through G on its own, so a row's result
+    does not depend on the other rows of the call (batched convolutions are not
+    batch-invariant; see :mod:`ganlib.sampling`).
+
+    Raises a one-line :class:`GanlibError` naming the row (0-based) and column for a missing
+    column or value, a value that is not an image, an image over :data:`PREDICT_MAX_PIXELS`,
+    a mask whose size differs from its image's, a mask that is hole everywhere (nothing to
+    inpaint from), and images of different sizes in one call.
+    """
+    if meta.get("task") != "inpainting":
+        raise GanlibError(f"this is a {meta.get('task')} model, not an inpainting one")
+    channels = int(meta["channels"])
+    missing = [c for c in ("image", "mask") if c not in frame.columns]
+    if missing:
+        raise GanlibError(
+            f"the input needs columns image and mask (PNG bytes, mask white on the hole); "
+            f"missing {', '.join(missing)} among {list(frame.columns)}"
+        )
+    out = []
+    for row, (image, mask) in enumerate(zip(frame["image"], frame["mask"], strict=True)):
+        x = _read(image, channels, f"row {row}: image")  # [H, W, C] uint8
+        hole = _read(mask, 1, f"row {row}: mask")[..., 0] >= 128  # [H, W] bool
+        if hole.shape != x.shape[:2]:
+            raise GanlibError(
+                f"row {row}: mask: {_size(hole)} pixels, but the image is {_size(x)}; "
+                "give a mask of the image's size"
+            )
+        if hole.all():
+            raise GanlibError(
+                f"row {row}: mask: every pixel is hole (white, or transparent); nothing to "
+                "inpaint from: leave the known part of the image black"
+            )
+        if out and x.shape != out[0].shape:
+            raise GanlibError(
+                f"row {row}: image: {_size(x)} pixels, but row 0 is {_size(out[0])}; the "
+                "rows of one call must have one size (the result is one [N, H, W, C] "
+                "array): send other sizes in separate calls"
+            )
+        out.append(x if not hole.any() else _inpaint_one(G, x, hole))
+    if not out:
+        size = int(meta["resolution"])
+        return np.zeros((0, size, size, channels), np.uint8)
+    return np.stack(out)  # [N, H, W, C]
+
+
+def demo_mask(
+    height: int,
+    width: int,
+    *,
+    seed: int,
+    kind: str = "mix",
+    area_range: tuple[float, float] = (0.2, 0.4),
+) -> np.ndarray:
+    """A random hole for ``--mask random``: bool ``[height, width]``, True on the hole, its area
+    a fraction of the image in ``area_range``; the same for the same arguments."""
+    rng = np.random.default_rng(seed)
+    try:
+        return random_mask(rng, (height, width), kind=kind, area_range=area_range)
+    except ValueError as exc:  # e.g. an image too small for any hole in the range
+        raise GanlibError(f"random mask for a {width}x{height} image: {exc}") from None
+
+
+def _read(value: Any, channels: int, name: str) -> np.ndarray:
+    """One cell as ``uint8 [H, W, channels]``; a one-line GanlibError naming ``name``."""
+    if isinstance(value, memoryview | bytearray):
+        value = bytes(value)
+    if not isinstance(value, bytes):
+        got = "None" if value is None else type(value).__name__  # NaN: float
+        raise GanlibError(f"{name}: expected PNG bytes, got {got}")
+    x = input_array(value, channels=channels, name=name)
+    if x.shape[0] * x.shape[1] > PREDICT_MAX_PIXELS:
+        raise GanlibError(
+            f"{name}: {_size(x)} pixels, more than the {PREDICT_MAX_PIXELS} this model takes; "
+            "downscale it"
+        )
+    return x
+
+
+def _size(x: np.ndarray) -> str:
+    return f"{x.shape[1]}x{x.shape[0]}"  # width x height, as image viewers say it
+
+
+def _inpaint_one(G: nn.Module, image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """``image`` uint8 ``[H, W, C]`` repaired on ``hole`` bool ``[H, W]``: uint8 ``[H, W, C]``,
+    the valid pixels unchanged."""
+    device = next(G.parameters()).device
+    x = torch.tensor(image).permute(2, 0, 1)[None].to(device, torch.float32)  # [1, C, H, W]
+    x = x / 127.5 - 1  # the loader's [-1, 1]
+    m = torch.from_numpy(hole)[None, None].to(device, torch.float32)  # [1, 1, H, W]
+    return to_uint8(inpaint(G, x, m))[0]
