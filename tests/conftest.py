@@ -35,6 +35,35 @@ def make_digit_shards(out: Path, n: int = 256, shard_size: int = 64) -> Path:
     return out
 
 
+def make_photo_shards(out: Path, source: str, n: int = 96, resolution: int = 32) -> Path:
+    """The first ``n`` patches of ``builtin:photos`` (or ``builtin:photos2art``, A/B pairs),
+    RGB at ``resolution``, as shards under ``out``."""
+    cfg = DataConfig(source=source, resolution=resolution, channels=3)
+    src = open_source(cfg)
+    write_shards(
+        itertools.islice(src, n),
+        out,
+        shard_size=64,
+        val_fraction=0.2,
+        classes=src.classes,
+        total=n,
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def photo_shards(tmp_path_factory) -> Path:
+    """96 photo patches at 32x32 RGB: inpainting tests."""
+    return make_photo_shards(tmp_path_factory.mktemp("photos") / "shards", "builtin:photos")
+
+
+@pytest.fixture(scope="session")
+def pair_shards(tmp_path_factory) -> Path:
+    """96 (photo, cartoon) pairs at 32x32 RGB: translation tests."""
+    return make_photo_shards(tmp_path_factory.mktemp("pairs") / "shards", "builtin:photos2art")
+
+
 @pytest.fixture(scope="session")
 def digit_shards(tmp_path_factory) -> Path:
     """256 digits as shards (about 230 train samples): small enough for training tests."""

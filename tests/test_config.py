@@ -93,3 +93,53 @@ def test_to_dict_round_trips_and_flattens():
     assert Params.from_dict(raw) == p
     flat = flatten(raw)
     assert flat["data.resolution"] == 64 and flat["seed"] == 7
+
+
+# -- task profiles ---------------------------------------------------------------------------
+
+
+def _shipped(**top) -> Params:
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in top.items():
+        section, _, name = key.partition("__")
+        if name:
+            raw[section][name] = value
+        else:
+            raw[section] = value
+    return Params.from_dict(raw)
+
+
+def test_task_switch_alone_selects_the_profile():
+    gen = _shipped()
+    inp = _shipped(task="inpainting")
+    assert (inp.data.source, inp.data.resolution, inp.data.channels) == ("builtin:photos", 64, 3)
+    assert inp.register.model_name == "ganlib-inpaint" != gen.register.model_name
+    assert inp.train.loss == "hinge" and not inp.tune.enabled
+    # keys the profile does not name keep the top-level values
+    assert inp.train.num_workers == gen.train.num_workers and inp.mlflow == gen.mlflow
+    assert inp.task_config()["mask_kind"] == "mix" and gen.task_config() == {}
+
+
+def test_translation_mode_profile_goes_on_top():
+    paired = _shipped(task="translation")
+    unpaired = _shipped(task="translation", translation__mode="unpaired")
+    assert paired.data.source == unpaired.data.source == "builtin:photos2art"
+    assert paired.register.model_name == "ganlib-pix2pix"
+    assert unpaired.register.model_name == "ganlib-cyclegan"
+    assert (unpaired.train.loss, paired.train.loss) == ("lsgan", "nonsaturating")
+    assert unpaired.train.lr_g == paired.train.lr_g  # from the translation profile
+
+
+def test_profile_errors_name_the_key_whatever_the_task():
+    with pytest.raises(ConfigError, match=r"train.lr_g: must be > 0 \(with the translation"):
+        Params.from_dict({"translation": {"train": {"lr_g": -1.0}}})
+    with pytest.raises(ConfigError, match="unknown key inpainting.masks"):
+        Params.from_dict({"task": "inpainting", "inpainting": {"masks": 1}})
+    with pytest.raises(ConfigError, match="translation.unpaired.mlflow: unknown key"):
+        Params.from_dict({"translation": {"unpaired": {"mlflow": {}}}})
+    with pytest.raises(ConfigError, match="inpainting.data: must be a mapping"):
+        Params.from_dict({"inpainting": {"data": "builtin:photos"}})
+    with pytest.raises(ConfigError, match="inpainting.min_area"):
+        Params.from_dict({"inpainting": {"min_area": 0.7, "max_area": 0.6}})
