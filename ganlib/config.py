@@ -113,8 +113,9 @@ class TrainConfig:
     SECTION: typing.ClassVar[str] = "train"
 
     # model
-    # generation: dcgan | resnet; inpainting: unet; translation: unet (paired), cyclegan
-    arch: Literal["dcgan", "resnet", "unet", "cyclegan"] = "dcgan"
+    # generation's family; the image-to-image tasks' models follow the task: a U-Net for
+    # inpainting and pix2pix, two ResNet generators for CycleGAN (width applies to all)
+    arch: Literal["dcgan", "resnet"] = "dcgan"
     z_dim: int = 64
     width: int = 32  # base channel count of G and D
     conditional: bool = False  # class-conditional G and projection D (needs labelled data)
@@ -170,7 +171,7 @@ class TrainConfig:
         )
 
 
-MASK_KINDS = ("box", "stroke", "mix")  # ganlib/data/masks.py
+MASK_KINDS = ("box", "stroke", "mix")  # hole shapes, see ganlib/data/masks.py
 # The sections a task's profile (``inpainting:``, ``translation:``) may override, key by key.
 PROFILE_SECTIONS = ("data", "train", "featurize", "tune", "eval", "register")
 

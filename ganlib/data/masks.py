@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-MASK_KINDS = ("box", "stroke", "mix")
+from ganlib.config import MASK_KINDS
+
 # Hole-area bins of the metrics, as (label, lo, hi) in fractions of the image: lo <= f < hi,
 # the last bin closed at 1. The labels are percents, spelled so that they are valid MLflow
 # metric names ("%" and "+" are not).

@@ -1,6 +1,7 @@
-"""The one GAN training loop, organised by phase: D step, D regulariser, G step, EMA, log,
-snapshot, checkpoint. It runs the same in a plain process and in every Ray Train worker; where
-it runs is a :class:`~ganlib.training.session.Session`.
+"""The one GAN training loop of every task, organised by phase: the task's step (its D and G
+phases, :mod:`ganlib.training.tasks`), EMA, log, snapshot, checkpoint. It runs the same in a
+plain process and in every Ray Train worker; where it runs is a
+:class:`~ganlib.training.session.Session`.
 
 DDP notes (see FIELD_NOTES): G and D have separate DDP wrappers. Every D forward (real, fake,
 R1, gradient penalty) is followed by its own backward: two forwards before one backward make
