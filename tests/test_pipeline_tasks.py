@@ -29,6 +29,7 @@ def project(tmp_path_factory):
         params[task]["train"].update(TINY_TRAIN)
         params[task]["eval_images"] = 24
     params["translation"]["unpaired"]["train"].update(TINY_TRAIN)
+    params["tune"].update(num_samples=2, steps=6, report_every=3, grace_period=3, probe_fakes=16)
     params["translation"]["n_blocks"] = 1
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     assert sh(p, "git", "add", "-A").returncode == 0
@@ -51,7 +52,9 @@ def photo(project, name, size=(40, 36)) -> str:
 
 
 def test_inpainting_pipeline(project):
-    exp_run(project, "task=inpainting")
+    exp_run(project, "task=inpainting", "inpainting.tune.enabled=true")
+    best = yaml.safe_load((project / "tune/best.yaml").read_text())
+    assert best["metric"] == "l1_hole" and 0 < best["l1_hole"] < 1  # ASHA ranked by hole L1
     metrics = json.loads((project / "eval/metrics.json").read_text())
     assert metrics["task"] == "inpainting"
     bins = ("0-10", "10-20", "20-30", "30-40", "40-50", "50-100")

@@ -3,6 +3,7 @@ version links and tags, the promotion rule, and ``mlflow models serve``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -261,16 +262,17 @@ def test_sample_registered_resolves_aliases(uncond, store):
 # -- outside this process --------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_mlflow_models_serve(uncond, store, tmp_path):
+@contextlib.contextmanager
+def served(model_uri: str, store: Store, tmp_path: Path):
+    """``mlflow models serve`` of ``model_uri`` on a free loopback port: yields its URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = (tmp_path / "serve.log").open("w")
+    log_path = tmp_path / f"serve-{port}.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
-         "models:/uncond@champion", "--env-manager", "local", "-p", str(port),
-         "--host", "127.0.0.1"],
+         model_uri, "--env-manager", "local", "-p", str(port), "--host", "127.0.0.1"],
         env={**os.environ, "MLFLOW_TRACKING_URI": store.uri},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
@@ -278,7 +280,7 @@ def test_mlflow_models_serve(uncond, store, tmp_path):
     try:
         deadline = time.monotonic() + 180
         while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert proc.poll() is None, log_path.read_text()[-3000:]
             assert time.monotonic() < deadline, "no /ping answer in 180 s"
             try:
                 if requests.get(f"{url}/ping", timeout=2).status_code == 200:
@@ -286,16 +288,7 @@ def test_mlflow_models_serve(uncond, store, tmp_path):
             except requests.ConnectionError:
                 pass
             time.sleep(0.5)
-        body = {"dataframe_split": {"columns": ["seed"], "data": [[1], [2]]}}
-        answer = requests.post(f"{url}/invocations", json=body, timeout=60)
-        assert answer.status_code == 200, answer.text
-        served = np.array(answer.json()["predictions"])
-        assert served.shape == (2, 32, 32, 1) and served.min() >= 0 and served.max() <= 255
-        expected = uncond[1].predict(pd.DataFrame({"seed": [1, 2]}))
-        assert np.array_equal(served.astype(np.uint8), expected)
-        bad = requests.post(f"{url}/invocations", json={"dataframe_split": {
-            "columns": ["z"], "data": [[1]]}}, timeout=60)  # fmt: skip
-        assert bad.status_code == 400 and "missing inputs ['seed']" in bad.json()["message"]
+        yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -304,6 +297,40 @@ def test_mlflow_models_serve(uncond, store, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve(uncond, store, tmp_path):
+    with served("models:/uncond@champion", store, tmp_path) as url:
+        body = {"dataframe_split": {"columns": ["seed"], "data": [[1], [2]]}}
+        answer = requests.post(f"{url}/invocations", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        served_images = np.array(answer.json()["predictions"])
+        assert served_images.shape == (2, 32, 32, 1)
+        assert served_images.min() >= 0 and served_images.max() <= 255
+        expected = uncond[1].predict(pd.DataFrame({"seed": [1, 2]}))
+        assert np.array_equal(served_images.astype(np.uint8), expected)
+        bad = requests.post(f"{url}/invocations", json={"dataframe_split": {
+            "columns": ["z"], "data": [[1]]}}, timeout=60)  # fmt: skip
+        assert bad.status_code == 400 and "missing inputs ['seed']" in bad.json()["message"]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_inpainting(image_models, store, tmp_path):
+    """PNG bytes travel base64-encoded in JSON; the binary signature decodes them."""
+    import base64
+
+    frame = frames(2, (40, 36), with_mask=True)
+    cells = [[base64.b64encode(v).decode() for v in row] for row in frame.to_numpy()]
+    with served("models:/inpaint@champion", store, tmp_path) as url:
+        body = {"dataframe_split": {"columns": ["image", "mask"], "data": cells}}
+        answer = requests.post(f"{url}/invocations", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        got = np.array(answer.json()["predictions"]).astype(np.uint8)
+        assert np.array_equal(got, image_models["inpaint"][1].predict(frame))
+        cells[1][1] = base64.b64encode(png(np.zeros((8, 8, 1), np.uint8))).decode()
+        bad = requests.post(f"{url}/invocations", json=body, timeout=60)
+        assert bad.status_code == 400 and "row 1: mask" in bad.json()["message"]
 
 
 @pytest.mark.slow
@@ -330,3 +357,108 @@ def test_model_loads_where_ganlib_is_not_installed(uncond, store, tmp_path):
     assert "/artifacts/code/ganlib/" in out.stdout  # the copy shipped with the model
     expected = uncond[1].predict(pd.DataFrame({"seed": [1, 2]}))
     assert np.array_equal(np.load(tmp_path / "images.npy"), expected)
+
+
+# -- image-to-image pyfuncs ------------------------------------------------------------------
+
+
+def export_image_model(directory: Path, task: str, mode: str = "paired") -> Path:
+    """A random (untrained) inpainting U-Net, pix2pix U-Net or CycleGAN pair, exported."""
+    import torch
+
+    from ganlib.models.cyclegan import CycleGenerators
+    from ganlib.models.unet import UNetGenerator
+    from ganlib.sampling import export_generator
+
+    torch.manual_seed(0)
+    if task == "inpainting":
+        G = UNetGenerator(4, 3, 4, resolution=32)
+    else:
+        G = UNetGenerator(3, 3, 4, resolution=32) if mode == "paired" else CycleGenerators(3, 4, 1)
+    state = {
+        "G_ema": G.state_dict(), "model_config": G.config, "task": task,
+        "task_config": {"mode": mode} if task == "translation" else {"mask_kind": "mix"},
+        "resolution": 32, "channels": 3, "classes": None, "step": 0, "identity": task + mode,
+    }  # fmt: skip
+    return export_generator(state, directory)
+
+
+def png(array: np.ndarray) -> bytes:
+    from ganlib.data.images import encode_png
+
+    return encode_png(array)
+
+
+@pytest.fixture(scope="module")
+def image_models(store, tmp_path_factory):
+    """Registered inpainting, pix2pix and CycleGAN models: ``{name: (model.json, pyfunc)}``."""
+    root = tmp_path_factory.mktemp("image-models")
+    out = {}
+    for name, task, mode in (
+        ("inpaint", "inpainting", ""), ("p2p", "translation", "paired"),
+        ("cycle", "translation", "unpaired"),
+    ):  # fmt: skip
+        info = register_generator(
+            store.client, store.run_id, export_image_model(root / name, task, mode),
+            model_name=name, score=0.1, protocol_hash=P1,
+            metric="l1_hole" if task == "inpainting" else "fid",
+        )  # fmt: skip
+        out[name] = (info, store.pyfunc(info))
+    return out
+
+
+def frames(n: int, size: tuple[int, int], with_mask: bool) -> pd.DataFrame:
+    rng = np.random.default_rng(n)
+    images = [png(rng.integers(0, 256, (*size, 3), dtype=np.uint8)) for _ in range(n)]
+    frame = pd.DataFrame({"image": images})
+    if with_mask:
+        hole = np.zeros((*size, 1), np.uint8)
+        hole[size[0] // 4 : size[0] // 2, size[1] // 3 :] = 255
+        frame["mask"] = [png(hole)] * n
+    return frame
+
+
+@pytest.mark.parametrize("name", ["inpaint", "p2p", "cycle"])
+@pytest.mark.parametrize(("n", "size"), [(1, (32, 32)), (3, (32, 32)), (2, (70, 45))])
+def test_image_pyfunc_contract(image_models, name, n, size):
+    info, model = image_models[name]
+    frame = frames(n, size, with_mask=name == "inpaint")
+    out = model.predict(frame)
+    assert out.dtype == np.uint8 and out.shape == (n, *size, 3)
+    if name == "inpaint":  # valid pixels come back exactly
+        from ganlib.data.images import decode_png
+
+        image, hole = decode_png(frame["image"][0]), decode_png(frame["mask"][0])[..., 0] > 0
+        assert np.array_equal(out[0][~hole], image[~hole])
+    else:  # a row's output does not depend on the rest of the batch
+        assert np.array_equal(out[:1], model.predict(frame.iloc[:1]))
+    assert info["metric"] == ("l1_hole" if name == "inpaint" else "fid")
+
+
+def test_image_pyfunc_bad_input_is_one_line(image_models):
+    _, inpaint = image_models["inpaint"]
+    bad_mask = frames(1, (32, 32), with_mask=True)
+    bad_mask["mask"] = [png(np.zeros((20, 20, 1), np.uint8))]
+    with pytest.raises(MlflowException, match="row 0: mask: 20x20") as exc:
+        inpaint.predict(bad_mask)
+    assert "\n" not in str(exc.value.message)
+    _, p2p = image_models["p2p"]
+    with pytest.raises(MlflowException, match="AtoB only"):
+        p2p.predict(frames(1, (32, 32), False).assign(direction=["BtoA"]))
+    _, cycle = image_models["cycle"]
+    both = frames(2, (32, 32), False).assign(direction=["AtoB", "BtoA"])
+    out = cycle.predict(both)
+    assert not np.array_equal(out[0], out[1])  # the two generators differ
+
+
+def test_image_signatures(image_models):
+    expected = {
+        "inpaint": ["image", "mask"], "p2p": ["image", "direction"],
+        "cycle": ["image", "direction"],
+    }  # fmt: skip
+    for name, columns in expected.items():
+        _, model = image_models[name]
+        schema = model.metadata.get_input_schema()
+        assert schema.input_names() == columns
+        assert schema.input_types()[0].name == "binary"
+        assert model.metadata.get_output_schema().inputs[0].shape == (-1, -1, -1, 3)
