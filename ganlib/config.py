@@ -439,13 +439,18 @@ class Params:
         profiles = {t: _split_profile(raw, t) for t in ("inpainting", "translation")}
         # translation.paired / translation.unpaired: overrides for that mode only, on top
         modes = {m: _split_profile(raw, "translation", m) for m in ("paired", "unpaired")}
-        mode = (raw.get("translation") or {}).get("mode", TranslationConfig.mode)
-        profiles["translation"] = _stack(profiles["translation"], modes.get(mode, {}))
+        variants = {"inpainting": profiles["inpainting"]}
+        for m, overrides in modes.items():
+            own = {**overrides.get("translation", {}), "mode": m}
+            variants[m] = _stack(profiles["translation"], {**overrides, "translation": own})
         task = raw.get("task", "generation")
-        for name, overrides in profiles.items():
-            if name != task:  # validate the inactive profile on its own
-                _build(cls, _merge(raw, overrides), prefix="", note=f" (with the {name} profile)")
-        return _build(cls, _merge(raw, profiles.get(task, {})), prefix="")
+        mode = (raw.get("translation") or {}).get("mode", TranslationConfig.mode)
+        active = {"inpainting": "inpainting", "translation": mode}.get(task)
+        for name, overrides in variants.items():
+            if name != active:  # validate the inactive profiles on their own
+                what = name if name == "inpainting" else f"translation {name}"
+                _build(cls, _merge(raw, overrides), prefix="", note=f" (with the {what} profile)")
+        return _build(cls, _merge(raw, variants.get(active, {})), prefix="")
 
     def task_config(self) -> dict[str, Any]:
         """The running task's own section as plain data (``{}`` for generation)."""
@@ -466,13 +471,17 @@ def _split_profile(raw: dict[str, Any], task: str, mode: str | None = None) -> d
             return {}
         where = f"{task}.{mode}"
         _require(isinstance(sub, Mapping), where, f"must be a mapping (got {sub!r})")
-        unknown = [k for k in sub if k not in PROFILE_SECTIONS]
+        keys = [f.name for f in dataclasses.fields(TranslationConfig) if f.name != "mode"]
+        unknown = [k for k in sub if k not in PROFILE_SECTIONS and k not in keys]
         _require(
             not unknown,
             f"{where}.{unknown[0] if unknown else ''}",
-            f"unknown key; a mode profile holds only {', '.join(PROFILE_SECTIONS)}",
+            f"unknown key; a mode profile holds {', '.join(PROFILE_SECTIONS)} sections and "
+            "translation keys",
         )
-        return {k: dict(v) for k, v in _sections(sub, where).items()}
+        sections = {k: dict(v) for k, v in _sections(sub, where).items()}
+        own = {k: v for k, v in sub.items() if k not in PROFILE_SECTIONS}
+        return {**sections, "translation": own} if own else sections
     overrides = _sections(own, where)
     for key in overrides:
         own.pop(key)

@@ -130,6 +130,8 @@ def test_translation_mode_profile_goes_on_top():
     assert unpaired.register.model_name == "ganlib-cyclegan"
     assert (unpaired.train.loss, paired.train.loss) == ("lsgan", "nonsaturating")
     assert unpaired.train.lr_g == paired.train.lr_g  # from the translation profile
+    assert (unpaired.translation.adv_weight, paired.translation.adv_weight) == (2.0, 1.0)
+    assert unpaired.translation.identity_weight == 0.0 < paired.translation.identity_weight
 
 
 def test_profile_errors_name_the_key_whatever_the_task():
@@ -139,6 +141,10 @@ def test_profile_errors_name_the_key_whatever_the_task():
         Params.from_dict({"task": "inpainting", "inpainting": {"masks": 1}})
     with pytest.raises(ConfigError, match="translation.unpaired.mlflow: unknown key"):
         Params.from_dict({"translation": {"unpaired": {"mlflow": {}}}})
+    with pytest.raises(ConfigError, match="translation.pool_size: must be >= 0 .*unpaired"):
+        Params.from_dict({"translation": {"unpaired": {"pool_size": -1}}})
+    with pytest.raises(ConfigError, match="translation.paired.mode: unknown key"):
+        Params.from_dict({"translation": {"paired": {"mode": "unpaired"}}})
     with pytest.raises(ConfigError, match="inpainting.data: must be a mapping"):
         Params.from_dict({"inpainting": {"data": "builtin:photos"}})
     with pytest.raises(ConfigError, match="inpainting.min_area"):

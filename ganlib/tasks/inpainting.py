@@ -122,16 +122,24 @@ def inpaint(G: nn.Module, image: Tensor, mask: Tensor) -> Tensor:
 
 
 def masked_l1(out: Tensor, real: Tensor, weight: Tensor) -> Tensor:
-    """Mean ``|out - real|`` over the elements where ``weight`` ``[B, 1, H, W]`` is 1 (all
-    channels; a weight in between counts partly); 0 when the weight is 0 everywhere."""
-    area = weight.sum() * out.shape[1]  # elements in the region, over the batch
-    return ((out - real).abs() * weight).sum() / area.clamp(min=1.0)
+    """Mean ``|out - real|`` over each image's region where ``weight`` ``[B, 1, H, W]`` is 1
+    (all channels; a weight in between counts partly), averaged over the images whose region
+    is not empty; 0 when no image has one.
+
+    Per image, as the evaluation scores it: pooled over the batch, the pixels of the large
+    holes would outweigh the small ones, and G would learn small holes mostly from D.
+    """
+    area = weight.sum(dim=(1, 2, 3)) * out.shape[1]  # [B] elements in each image's region
+    per_image = ((out - real).abs() * weight).sum(dim=(1, 2, 3)) / area.clamp(min=1e-12)
+    has = (area > 0).to(per_image.dtype)  # [B]
+    return (per_image * has).sum() / has.sum().clamp(min=1.0)
 
 
 def l1_loss(
     out: Tensor, real: Tensor, mask: Tensor, *, hole_weight: float, valid_weight: float
 ) -> Tensor:
-    """``hole_weight * L1(hole) + valid_weight * L1(valid)``, each L1 a mean over its own area.
+    """``hole_weight * L1(hole) + valid_weight * L1(valid)``, each L1 a mean over its own area
+    in each image (:func:`masked_l1`).
 
     Normalising by area, rather than averaging over the whole image, keeps the balance between
     the two terms the same for a 10 % hole and a 50 % one.

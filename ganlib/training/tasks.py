@@ -274,10 +274,14 @@ class InpaintingStep(TaskStep):
         with ctx.autocast:
             logits = ctx.D["D"](inp.d_input(fake, mask))  # [B, 1, h, w]
         adv = self.loss.g_loss(logits.float())
-        hole = inp.masked_l1(out.float(), real, mask)
-        valid = inp.masked_l1(out.float(), real, 1 - mask)
         t = self.losses
-        loss_G = t.hole_weight * hole + t.valid_weight * valid + t.adv_weight * adv
+        l1 = inp.l1_loss(
+            out.float(), real, mask, hole_weight=t.hole_weight, valid_weight=t.valid_weight
+        )
+        loss_G = l1 + t.adv_weight * adv
+        with torch.no_grad():
+            hole = inp.masked_l1(out.float(), real, mask)
+            valid = inp.masked_l1(out.float(), real, 1 - mask)
         ctx.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         grad_norm_G = _grad_norm(ctx.G) if want_log else None
