@@ -136,6 +136,31 @@ class TaskStep:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
+    def _d_phase(
+        self,
+        real_loss: Callable[[nn.Module], tuple[Tensor, Tensor]],
+        fake_loss: Callable[[nn.Module], tuple[Tensor, Tensor]],
+        want_log: bool,
+    ) -> dict[str, Tensor]:
+        """The D update of a one-D task: real, then fake, each forward followed by its own
+        backward. ``real_loss(D)`` and ``fake_loss(D)`` return ``(loss, logits)``."""
+        ctx = self.ctx
+        self._train_d()
+        ctx.opt_D.zero_grad(set_to_none=True)
+        with ctx.autocast:
+            loss_real, real_logits = real_loss(ctx.D_ddp["D"])
+        loss_D = self._d_backward(loss_real.float())
+        with ctx.autocast:
+            loss_fake, fake_logits = fake_loss(ctx.D_ddp["D"])
+        loss_D = loss_D + self._d_backward(loss_fake.float())
+        self.grad_norm_D = _grad_norm(ctx.D["D"]) if want_log else None
+        ctx.opt_D.step()
+        return {
+            "loss_D": loss_D,
+            "D_real": real_logits.detach().float().mean(),
+            "D_fake": fake_logits.detach().float().mean(),
+        }
+
     def _d_backward(self, loss: Tensor) -> Tensor:
         loss.backward()
         return loss.detach()
@@ -259,16 +284,11 @@ class InpaintingStep(TaskStep):
         mask = self.masks(step, tuple(real.shape[-2:]))  # [B, 1, H, W]
         with ctx.autocast:
             out, fake = inp.generate(ctx.G_ddp, real, mask)  # through DDP: G's one forward
-        self._train_d()
-        ctx.opt_D.zero_grad(set_to_none=True)
-        with ctx.autocast:
-            loss_real, real_logits = self.losses.d_real(ctx.D_ddp["D"], real, mask)
-        loss_D = self._d_backward(loss_real.float())
-        with ctx.autocast:
-            loss_fake, fake_logits = self.losses.d_fake(ctx.D_ddp["D"], fake.float(), mask)
-        loss_D = loss_D + self._d_backward(loss_fake.float())
-        grad_norm_D = _grad_norm(ctx.D["D"]) if want_log else None
-        ctx.opt_D.step()
+        d_stats = self._d_phase(
+            lambda D: self.losses.d_real(D, real, mask),
+            lambda D: self.losses.d_fake(D, fake.float(), mask),
+            want_log,
+        )
 
         self._freeze_d()
         with ctx.autocast:
@@ -287,14 +307,12 @@ class InpaintingStep(TaskStep):
         grad_norm_G = _grad_norm(ctx.G) if want_log else None
         ctx.opt_G.step()
         return {
-            "loss_D": loss_D,
+            **d_stats,
             "loss_G": loss_G.detach(),
-            "D_real": real_logits.detach().float().mean(),
-            "D_fake": fake_logits.detach().float().mean(),
             "l1_hole": hole.detach(),
             "l1_valid": valid.detach(),
             "adv": adv.detach(),
-            **_norms(grad_norm_D, grad_norm_G, ctx.device),
+            **_norms(self.grad_norm_D, grad_norm_G, ctx.device),
         }
 
 
@@ -313,16 +331,11 @@ class Pix2PixStep(TaskStep):
         b = batch["b"].to(ctx.device, non_blocking=True)
         with ctx.autocast:
             fake_b = ctx.G_ddp(a).float()
-        self._train_d()
-        ctx.opt_D.zero_grad(set_to_none=True)
-        with ctx.autocast:
-            loss_real, real_logits = self.losses.d_real(ctx.D_ddp["D"], a, b)
-        loss_D = self._d_backward(loss_real.float())
-        with ctx.autocast:
-            loss_fake, fake_logits = self.losses.d_fake(ctx.D_ddp["D"], a, fake_b)
-        loss_D = loss_D + self._d_backward(loss_fake.float())
-        grad_norm_D = _grad_norm(ctx.D["D"]) if want_log else None
-        ctx.opt_D.step()
+        d_stats = self._d_phase(
+            lambda D: self.losses.d_real(D, a, b),
+            lambda D: self.losses.d_fake(D, a, fake_b),
+            want_log,
+        )
 
         self._freeze_d()
         with ctx.autocast:
@@ -332,13 +345,11 @@ class Pix2PixStep(TaskStep):
         grad_norm_G = _grad_norm(ctx.G) if want_log else None
         ctx.opt_G.step()
         return {
-            "loss_D": loss_D,
+            **d_stats,
             "loss_G": loss_G.detach().float(),
-            "D_real": real_logits.detach().float().mean(),
-            "D_fake": fake_logits.detach().float().mean(),
             "l1": stats["l1"].float(),
             "adv": stats["adv"].float(),
-            **_norms(grad_norm_D, grad_norm_G, ctx.device),
+            **_norms(self.grad_norm_D, grad_norm_G, ctx.device),
         }
 
 
