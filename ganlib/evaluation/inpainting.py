@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from ganlib.config import EvalConfig, InpaintingConfig
 from ganlib.data.loader import iter_split
 from ganlib.data.masks import AREA_BINS, eval_masks
-from ganlib.data.shards import dataset_info
 from ganlib.errors import GanlibError
+from ganlib.evaluation.common import load_task_generator
 from ganlib.grid import save_grid
 from ganlib.metrics.features import (
     Extractor,
@@ -47,7 +47,6 @@ from ganlib.metrics.features import (
 )
 from ganlib.metrics.generation import fid_from_stats, mean_cov
 from ganlib.metrics.inpainting import BASELINES, baseline_batch, image_metrics, inpainting_table
-from ganlib.sampling import load_generator
 from ganlib.tasks.inpainting import inpaint
 
 # The hole areas each bin's evaluation masks are drawn in, lo <= area < hi (see the module
@@ -108,20 +107,8 @@ def evaluate_inpainter(
     metric the register stage compares, lower is better), ``protocol`` (the card, with the
     mask protocol), ``protocol_hash`` and ``generator_step``.
     """
-    G, gmeta = load_generator(generator_dir)
-    info = dataset_info(shards)
+    G, gmeta, info = load_task_generator(generator_dir, shards, "inpainting", "an inpainting one")
     channels, resolution = info["channels"], info["resolution"]
-    if gmeta["task"] != "inpainting":
-        raise GanlibError(
-            f"{generator_dir}: a {gmeta['task']} generator, not an inpainting one; "
-            "re-run the train stage with task: inpainting"
-        )
-    if (gmeta["channels"], gmeta["resolution"]) != (channels, resolution):
-        raise GanlibError(
-            f"{generator_dir}: the generator was trained on {gmeta['channels']}-channel "
-            f"{gmeta['resolution']}px images, the shards hold {channels}-channel "
-            f"{resolution}px; re-run the train stage"
-        )
     extractor, emeta = load_extractor(featurize_dir)
     check_compatible(emeta, channels=channels, resolution=resolution)
 

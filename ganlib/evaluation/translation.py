@@ -36,8 +36,9 @@ from torch import Tensor
 
 from ganlib.config import EvalConfig, TranslationConfig
 from ganlib.data.loader import BATCH_NAMES, iter_split
-from ganlib.data.shards import dataset_info, manifest_metadata, read_manifest
+from ganlib.data.shards import manifest_metadata, read_manifest
 from ganlib.errors import GanlibError
+from ganlib.evaluation.common import load_task_generator
 from ganlib.evaluation.generation import MIN_EVAL_IMAGES, _scale
 from ganlib.grid import save_grid
 from ganlib.metrics.features import (
@@ -52,7 +53,6 @@ from ganlib.metrics.features import (
 )
 from ganlib.metrics.generation import fid_from_stats, mean_cov
 from ganlib.metrics.translation import translation_metrics
-from ganlib.sampling import load_generator
 from ganlib.tasks.translation import translators
 
 SHEET_ROWS = 8  # rows of eval/sheets/translation.png
@@ -84,16 +84,9 @@ def evaluate_translator(
     and for CycleGAN ``fid_BtoA``, ``identity_fid_BtoA``, ``cycle_A``, ``cycle_B``; the
     scores against the ground truth only where pairs exist.
     """
-    G, gmeta = load_generator(generator_dir)
-    _check_generator(gmeta, task_cfg, generator_dir)
+    G, gmeta, info = load_task_generator(generator_dir, shards, "translation", "a translator")
+    _check_mode(gmeta, task_cfg, generator_dir)
     nets = translators(G)  # {"AtoB": G_AB} or {"AtoB": G_AB, "BtoA": G_BA}
-    info = dataset_info(shards)
-    if (gmeta["channels"], gmeta["resolution"]) != (info["channels"], info["resolution"]):
-        raise GanlibError(
-            f"{generator_dir}: the translator was trained on {gmeta['channels']}-channel "
-            f"{gmeta['resolution']}px images, the shards hold {info['channels']}-channel "
-            f"{info['resolution']}px; re-run the train stage"
-        )
     extractor, emeta = load_extractor(featurize_dir)
     check_compatible(emeta, channels=info["channels"], resolution=info["resolution"])
     if emeta.get("reference_field") != "b.png":
@@ -164,12 +157,8 @@ def evaluate_translator(
     return result
 
 
-def _check_generator(gmeta: dict[str, Any], task_cfg: TranslationConfig, directory: Path) -> None:
-    """Raise unless the exported generator is a translator of ``task_cfg.mode``."""
-    if gmeta["task"] != "translation":
-        raise GanlibError(
-            f"{directory}: a {gmeta['task']} generator, not a translator; re-run the train stage"
-        )
+def _check_mode(gmeta: dict[str, Any], task_cfg: TranslationConfig, directory: Path) -> None:
+    """Raise unless the translator was trained in ``task_cfg.mode``."""
     mode = gmeta["task_config"].get("mode")
     if mode != task_cfg.mode:
         raise GanlibError(

@@ -1,0 +1,34 @@
+"""What the image-to-image evaluators share: loading the exported generator and checking that
+it fits the task and the shards before anything is measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ganlib.data.shards import dataset_info
+from ganlib.errors import GanlibError
+from ganlib.sampling import load_generator
+
+
+def load_task_generator(
+    generator_dir: Path, shards: Path, task: str, what: str
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """``(G, meta, dataset info)``; one-line errors for a generator of another task (``what``
+    names the expected kind, e.g. "an inpainting one") or of other channels or resolution."""
+    G, meta = load_generator(generator_dir)
+    if meta["task"] != task:
+        raise GanlibError(
+            f"{generator_dir}: a {meta['task']} generator, not {what}; "
+            f"re-run the train stage with task: {task}"
+        )
+    info = dataset_info(shards)
+    if (meta["channels"], meta["resolution"]) != (info["channels"], info["resolution"]):
+        raise GanlibError(
+            f"{generator_dir}: the generator was trained on {meta['channels']}-channel "
+            f"{meta['resolution']}px images, the shards hold {info['channels']}-channel "
+            f"{info['resolution']}px; re-run the train stage"
+        )
+    return G, meta, info
