@@ -1,4 +1,5 @@
-"""Building blocks shared by the DCGAN and ResNet families: class conditioning in and out.
+"""Building blocks shared by the model families: class conditioning in and out (DCGAN and
+ResNet), the input check of the U-Nets, and a fast upsampling convolution (ResNet, U-Net).
 
 Both generators take the class through conditional BatchNorm; both discriminators give it
 back through the projection head. Everything architecture-specific lives in its own file.
@@ -7,6 +8,7 @@ back through the projection head. Everything architecture-specific lives in its 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -84,3 +86,45 @@ def check_image_input(x: torch.Tensor, channels: int, multiple: int) -> None:
             f"x must be [N, {channels}, H, W] with H and W multiples of {multiple} "
             f"(use pad_to_multiple), got {list(x.shape)}"
         )
+
+
+# How nearest 2x upsampling repeats a 3-tap kernel's input: output phase p (even or odd row)
+# of ``conv3(upsample(x))`` is a 2-tap conv of ``x`` whose taps are sums of the 3 (see below).
+_PHASE_TAPS = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+
+
+class UpsampleConv2d(nn.Conv2d):
+    """``conv3x3(upsample_nearest_2x(x))`` (padding 1), computed without the upsampled tensor.
+
+    Output pixel ``(2i + a, 2j + b)`` of the upsampled-then-convolved map reads upsampled rows
+    ``2i + a - 1 .. 2i + a + 1``, which are input rows ``i - 1, i, i`` (``a = 0``) or
+    ``i, i, i + 1`` (``a = 1``): a 2x2 convolution of the input whose taps are the 3x3
+    kernel's taps summed accordingly, and the same for columns. One 2x2 convolution (padding
+    1) with the four phase kernels stacked as output channels computes all four phases; phase
+    ``(a, b)`` is its output shifted by ``(a, b)``, and interleaving the phases gives the
+    result. That is 16 instead of 36 multiply-adds per output pixel and channel pair, and no
+    4x larger upsampled input: a gated U-Net training step runs about 1.2x faster on a CPU
+    (``benchmarks/inpainting_step.py``). The parameters are an ordinary 3x3 ``nn.Conv2d``'s
+    (same names, init and state dict); the output agrees with ``conv(upsample(x))`` up to
+    float rounding (tested).
+    """
+
+    def __init__(self, c_in: int, c_out: int, bias: bool = True):
+        super().__init__(c_in, c_out, 3, 1, 1, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c_in, height, width = x.shape
+        c_out = self.out_channels
+        taps = _PHASE_TAPS.to(self.weight)  # [phase, 2 taps, 3 taps]
+        # [a, b, c_out, c_in, 2, 2] -> [4 c_out, c_in, 2, 2]: the phase kernels, stacked
+        kernels = torch.einsum("akr,oirs,bls->aboikl", taps, self.weight, taps).flatten(0, 2)
+        bias = None if self.bias is None else self.bias.repeat(4)
+        y = F.conv2d(x, kernels, bias, padding=1)  # [N, 4 c_out, H + 1, W + 1]
+        y = y.unflatten(1, (2, 2, c_out))  # [N, a, b, c_out, H + 1, W + 1]
+        rows = [
+            torch.stack([y[:, a, b, :, a : a + height, b : b + width] for b in (0, 1)], -1)
+            for a in (0, 1)
+        ]  # each [N, c_out, H, W, b]: the phases of output rows 2i + a
+        return torch.stack(rows, 3).reshape(
+            n, c_out, 2 * height, 2 * width
+        )  # [N, c_out, H, a, W, b]

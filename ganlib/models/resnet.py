@@ -17,7 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ganlib.models.layers import ConditionalBatchNorm2d, ProjectionHead, check_labels
+from ganlib.models.layers import (
+    ConditionalBatchNorm2d,
+    ProjectionHead,
+    UpsampleConv2d,
+    check_labels,
+)
 
 # Channels as multiples of ``width`` (BigGAN's ``ch``): G's at 4x4, then after each up-block;
 # D's after each block, with whether that block halves the resolution. These are BigGAN's
@@ -58,14 +63,14 @@ class GBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, num_classes: int):
         super().__init__()
         self.norm1 = ConditionalBatchNorm2d(c_in, num_classes)
-        self.conv1 = _conv3x3(c_in, c_out)
+        self.conv1 = UpsampleConv2d(c_in, c_out)  # upsamples 2x, then the 3x3 conv
         self.norm2 = ConditionalBatchNorm2d(c_out, num_classes)
         self.conv2 = _conv3x3(c_out, c_out)
         self.shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor, labels: Tensor | None) -> Tensor:
-        h = F.interpolate(F.relu(self.norm1(x, labels)), scale_factor=2, mode="nearest")
-        h = self.conv2(F.relu(self.norm2(self.conv1(h), labels)))  # [N, c_out, 2H, 2W]
+        h = self.conv1(F.relu(self.norm1(x, labels)))  # [N, c_out, 2H, 2W]
+        h = self.conv2(F.relu(self.norm2(h, labels)))
         # A 1x1 conv commutes with nearest upsampling, so run it at the lower resolution.
         return h + F.interpolate(self.shortcut(x), scale_factor=2, mode="nearest")
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ganlib.models.layers import check_image_input
+from ganlib.models.layers import UpsampleConv2d, check_image_input
 
 NORMS = ("instance", "batch", "none")
 
@@ -70,9 +70,10 @@ class ConvBlock(nn.Module):
 
     Down (``up=False``): a 4x4 / stride 2 convolution, halving the resolution. Up: a 2x
     nearest-neighbour upsampling and a 3x3 convolution (a "resize-convolution", Odena et al.
-    2016): pix2pix's 4x4 / stride 2 transposed convolutions overlap unevenly and leave
-    checkerboard dots in flat regions, which are easy to see in an inpainted hole and cost
-    FID. Not in place anywhere: DDP and autograd need the inputs.
+    2016; :class:`~ganlib.models.layers.UpsampleConv2d` computes both at once): pix2pix's 4x4
+    / stride 2 transposed convolutions overlap unevenly and leave checkerboard dots in flat
+    regions, which are easy to see in an inpainted hole and cost FID. Not in place anywhere:
+    DDP and autograd need the inputs.
     """
 
     def __init__(self, c_in: int, c_out: int, *, up: bool, norm: str, act: nn.Module, gated: bool):
@@ -81,10 +82,7 @@ class ConvBlock(nn.Module):
         # No conv bias before a norm that has its own (an affine norm removes the mean anyway).
         bias = norm == "none"
         if up:
-            self.conv = nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv2d(c_in, c_conv, 3, 1, 1, bias=bias),
-            )
+            self.conv = UpsampleConv2d(c_in, c_conv, bias=bias)
         else:
             self.conv = nn.Conv2d(c_in, c_conv, 4, 2, 1, bias=bias)
         self.norm = norm_layer(norm, c_out)
@@ -162,9 +160,7 @@ class UNetGenerator(nn.Module):
             for i in range(depth - 1)
         )
         c_last = chs[0] * (1 if depth == 1 else 2)
-        self.to_image = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_last, out_channels, 3, 1, 1)
-        )
+        self.to_image = UpsampleConv2d(c_last, out_channels)
         self.apply(_init)
 
     @property

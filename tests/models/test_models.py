@@ -15,6 +15,7 @@ from ganlib.models import (
     build_generator,
 )
 from ganlib.models.ema import ema_beta, ema_copy, ema_update
+from ganlib.models.layers import UpsampleConv2d
 
 TINY = {"z_dim": 16, "width": 8}
 NUM_CLASSES = 3
@@ -145,6 +146,28 @@ def test_spectral_norm_on_every_resnet_discriminator_weight():
     # The effective weight has spectral norm ~1 (power iteration converged at registration).
     head = D.head.linear.weight  # [1, F]: its spectral norm is its Euclidean norm
     assert torch.linalg.vector_norm(head).item() == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("shape", "c_out", "bias"), [((2, 3, 4, 5), 7, True), ((1, 5, 1, 3), 2, False)]
+)
+def test_upsample_conv_is_a_conv_of_the_upsampled_input(shape, c_out, bias):
+    """The phase decomposition equals conv3x3(nearest 2x upsampling) in value and in its
+    gradients, odd and one-pixel sizes and the zero-padded borders included."""
+    torch.manual_seed(0)
+    fast = UpsampleConv2d(shape[1], c_out, bias=bias).double()
+    plain = nn.Conv2d(shape[1], c_out, 3, 1, 1, bias=bias).double()
+    plain.load_state_dict(fast.state_dict())  # the same parameters, the same names
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    out = fast(x)
+    ref = plain(nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+    assert out.shape == (shape[0], c_out, 2 * shape[2], 2 * shape[3])
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    weights = torch.randn_like(ref)
+    grads = torch.autograd.grad((out * weights).sum(), [x, fast.weight])
+    grads_ref = torch.autograd.grad((ref * weights).sum(), [x, plain.weight])
+    for got, want in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
 def test_ema_copy_is_frozen_and_separate():
