@@ -172,12 +172,13 @@ class InpaintingLoss:
         return self.adversarial.d_fake(logits), logits
 
     def g(
-        self, G: nn.Module, D: nn.Module, real: Tensor, mask: Tensor
+        self, D: nn.Module, real: Tensor, mask: Tensor, out: Tensor, fake: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """G phase: ``(loss, stats)``. ``loss`` = weighted L1 + ``adv_weight`` * adversarial;
-        ``stats`` (detached) holds ``l1_hole``, ``l1_valid``, ``adv`` and ``D_fake`` (D's
-        mean logit on the composite)."""
-        out, fake = generate(G, real, mask)
+        """G phase, D frozen, on G's ``(out, fake)`` from :func:`generate`: ``(loss, stats)``.
+
+        ``loss`` = weighted L1 of ``out`` + ``adv_weight`` * adversarial on the composite
+        ``fake``; ``stats`` (detached) holds ``l1_hole``, ``l1_valid``, ``adv`` and ``D_fake``
+        (D's mean logit on the composite)."""
         logits = D(d_input(fake, mask))  # [B, 1, h, w]
         adv = self.adversarial.g_loss(logits)
         l1 = l1_loss(out, real, mask, hole_weight=self.hole_weight, valid_weight=self.valid_weight)

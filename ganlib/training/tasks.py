@@ -292,26 +292,17 @@ class InpaintingStep(TaskStep):
 
         self._freeze_d()
         with ctx.autocast:
-            logits = ctx.D["D"](inp.d_input(fake, mask))  # [B, 1, h, w]
-        adv = self.loss.g_loss(logits.float())
-        t = self.losses
-        l1 = inp.l1_loss(
-            out.float(), real, mask, hole_weight=t.hole_weight, valid_weight=t.valid_weight
-        )
-        loss_G = l1 + t.adv_weight * adv
-        with torch.no_grad():
-            hole = inp.masked_l1(out.float(), real, mask)
-            valid = inp.masked_l1(out.float(), real, 1 - mask)
+            loss_G, stats = self.losses.g(ctx.D["D"], real, mask, out.float(), fake.float())
         ctx.opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
+        loss_G.float().backward()
         grad_norm_G = _grad_norm(ctx.G) if want_log else None
         ctx.opt_G.step()
         return {
             **d_stats,
-            "loss_G": loss_G.detach(),
-            "l1_hole": hole.detach(),
-            "l1_valid": valid.detach(),
-            "adv": adv.detach(),
+            "loss_G": loss_G.detach().float(),
+            "l1_hole": stats["l1_hole"].float(),
+            "l1_valid": stats["l1_valid"].float(),
+            "adv": stats["adv"].float(),
             **_norms(self.grad_norm_D, grad_norm_G, ctx.device),
         }
 

@@ -108,10 +108,10 @@ def test_phases_one_d_forward_each_and_gradients_where_expected():
     # G phase: D frozen; the loss is weighted L1 + adv_weight * adversarial.
     D.zero_grad(set_to_none=True)
     D.requires_grad_(False)
-    loss_G, stats = loss.g(G, D, real, mask)
+    out, fake = generate(G, real, mask)
+    loss_G, stats = loss.g(D, real, mask, out, fake)
     assert len(calls) == 3
     assert set(stats) == {"l1_hole", "l1_valid", "adv", "D_fake"}
-    out, _ = generate(G, real, mask)
     expected = 6.0 * stats["l1_hole"] + 1.0 * stats["l1_valid"] + 0.1 * stats["adv"]
     assert torch.allclose(loss_G, expected)
     assert torch.allclose(stats["l1_hole"], masked_l1(out, real, mask))
@@ -125,7 +125,8 @@ def test_every_adversarial_loss_takes_patch_logits(name):
     G, D = _tiny_models()
     loss = InpaintingLoss(LOSSES[name], hole_weight=1.0, valid_weight=1.0, adv_weight=1.0)
     real, mask = _batch()
-    for value in (loss.d_real(D, real, mask)[0], loss.g(G, D, real, mask)[0]):
+    g_loss = loss.g(D, real, mask, *generate(G, real, mask))[0]
+    for value in (loss.d_real(D, real, mask)[0], g_loss):
         assert value.dim() == 0 and torch.isfinite(value)
 
 
