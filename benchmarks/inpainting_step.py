@@ -5,7 +5,8 @@ fused upsampling convolution saves.
 
 One step as the training loop runs it (see :class:`ganlib.training.tasks.InpaintingStep`):
 training masks, pull-push fill, gated U-Net forward, D phase (real, then composite, each D
-forward followed by its own backward), D update, G phase with D frozen, G update. Random
+forward followed by its own backward), D update, G phase with D frozen (with feature matching,
+one more D forward on the real image), G update. Random
 images, Adam on both models. Runs twice: with :class:`ganlib.models.layers.UpsampleConv2d` as
 shipped, and with its forward replaced by the plain ``conv3x3(upsample(x))`` it computes. Each
 gets one warm-up step and the median of ``--steps`` (wall-clock and this process's CPU
@@ -36,12 +37,14 @@ def _adam(module: torch.nn.Module) -> torch.optim.Adam:
     return torch.optim.Adam(module.parameters(), lr=2e-4, betas=(0.5, 0.999))
 
 
-def inpainting_step(width: int, res: int, n: int):
+def inpainting_step(width: int, res: int, n: int, fm_weight: float):
     torch.manual_seed(0)
     G = UNetGenerator(4, 3, width, resolution=res, gated=True)
     D = PatchDiscriminator(4, width=width)
     opt_G, opt_D = _adam(G), _adam(D)
-    loss = inp.InpaintingLoss(LOSSES["hinge"], hole_weight=6.0, valid_weight=1.0, adv_weight=0.15)
+    loss = inp.InpaintingLoss(
+        LOSSES["hinge"], hole_weight=6.0, valid_weight=1.0, adv_weight=0.1, fm_weight=fm_weight
+    )
     real = torch.rand(n, 3, res, res) * 2 - 1
     rng = np.random.default_rng(0)
 
@@ -81,10 +84,11 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16, help="per DDP worker")
     ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--fm-weight", type=float, default=1.0, help="0: no feature matching")
     ap.add_argument("--steps", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    shape = (args.width, args.resolution, args.batch_size)
+    shape = (args.width, args.resolution, args.batch_size, args.fm_weight)
     fused = _time(inpainting_step(*shape), args.steps)
     fast_forward = UpsampleConv2d.forward
     UpsampleConv2d.forward = _plain_forward
@@ -96,6 +100,7 @@ def main() -> None:
         "resolution": args.resolution,
         "batch_size": args.batch_size,
         "width": args.width,
+        "fm_weight": args.fm_weight,
         "fused_upsample_conv": fused,
         "plain_upsample_conv": plain,
         "speedup_cpu": round(plain["cpu_s"] / fused["cpu_s"], 2),

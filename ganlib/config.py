@@ -189,6 +189,7 @@ class InpaintingConfig:
     hole_weight: float = 6.0  # L1 on the hole (each L1 is a mean over its own area)
     valid_weight: float = 1.0  # L1 on the valid region
     adv_weight: float = 0.3  # the adversarial term of G's loss
+    fm_weight: float = 0.0  # feature matching on D's features (pix2pixHD); 0 disables
     gated: bool = False  # gated convolutions in the U-Net (DeepFill v2)
     eval_images: int = 400  # val images scored, each under one fixed mask per hole-area bin
 
@@ -199,7 +200,7 @@ class InpaintingConfig:
             f"{k}.min_area",
             "need 0 < min_area <= max_area < 1",
         )
-        for name in ("hole_weight", "valid_weight", "adv_weight"):
+        for name in ("hole_weight", "valid_weight", "adv_weight", "fm_weight"):
             _require(getattr(self, name) >= 0, f"{k}.{name}", "must be >= 0")
         _require(self.eval_images >= 1, f"{k}.eval_images", "must be >= 1")
 

@@ -12,7 +12,7 @@ WGAN-GP, ``r1_gamma / 2`` for R1).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -95,3 +95,20 @@ def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
         raise ValueError("r1_penalty: call real.requires_grad_(True) before D(real)")
     (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
     return grad.square().flatten(1).sum(dim=1).mean()  # grad: [N, C, H, W]
+
+
+def feature_matching(fake_features: Sequence[Tensor], real_features: Sequence[Tensor]) -> Tensor:
+    """Feature matching (pix2pixHD, Wang et al. 2018): the L1 distance between D's
+    intermediate features of a generated image and of its real counterpart, each layer's a mean
+    over its elements, averaged over the layers. A term of G's loss: the real features are the
+    target (detached here), D is frozen."""
+    if len(fake_features) != len(real_features) or not fake_features:
+        raise ValueError(
+            f"need the same number (> 0) of fake and real feature maps, got "
+            f"{len(fake_features)} and {len(real_features)}"
+        )
+    distances = [
+        (fake - real.detach()).abs().mean()
+        for fake, real in zip(fake_features, real_features, strict=True)
+    ]
+    return torch.stack(distances).mean()

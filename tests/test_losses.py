@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ganlib.losses import LOSSES, gradient_penalty, interpolate, r1_penalty
+from ganlib.losses import LOSSES, feature_matching, gradient_penalty, interpolate, r1_penalty
 
 
 def _t(*values):
@@ -107,3 +107,25 @@ def test_gradient_penalty_is_zero_for_unit_norm_d():
     x_hat = interpolate(torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2))
     gp = gradient_penalty(D(x_hat), x_hat)
     assert gp.item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_feature_matching_averages_layer_l1_and_only_moves_the_fake():
+    fake = [
+        torch.zeros(2, 3, 4, 4, requires_grad=True),
+        torch.zeros(2, 5, 2, 2, requires_grad=True),
+    ]
+    real = [torch.full((2, 3, 4, 4), 2.0, requires_grad=True), torch.ones(2, 5, 2, 2)]
+    real[1][0] = -1.0  # every element of layer 2 is 1 away, in either direction
+    fm = feature_matching(fake, real)
+    assert fm.item() == pytest.approx((2.0 + 1.0) / 2)
+    fm.backward()
+    assert real[0].grad is None  # the real features are the target
+    assert fake[0].grad.abs().sum() > 0 and fake[1].grad.abs().sum() > 0
+    assert feature_matching(real, real).item() == 0.0
+
+
+def test_feature_matching_needs_matching_lists():
+    with pytest.raises(ValueError, match="same number"):
+        feature_matching([torch.zeros(1)], [])
+    with pytest.raises(ValueError, match="same number"):
+        feature_matching([], [])

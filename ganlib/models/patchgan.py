@@ -88,10 +88,21 @@ class PatchDiscriminator(nn.Module):
         """The smallest input side: ``3 * 2 ** n_layers``."""
         return 3 * 2 ** self.config["n_layers"]
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, list]:
+        """``logits [N, 1, h, w]``; with ``return_features``, ``(logits, features)``: the
+        output of every LeakyReLU, ``n_layers + 1`` maps from fine to coarse (for feature
+        matching, :func:`ganlib.losses.feature_matching`)."""
         c = self.config["in_channels"]
         if x.dim() != 4 or x.shape[1] != c or min(x.shape[2:]) < self.min_size:
             raise ValueError(
                 f"x must be [N, {c}, H, W] with H, W >= {self.min_size}, got {list(x.shape)}"
             )
-        return self.features(x)  # [N, 1, h, w]
+        if not return_features:
+            return self.features(x)  # [N, 1, h, w]
+        features = []
+        h = x
+        for layer in self.features:
+            h = layer(h)
+            if isinstance(layer, nn.LeakyReLU):
+                features.append(h)
+        return h, features

@@ -39,7 +39,7 @@ from ganlib.data.images import input_array
 from ganlib.data.masks import random_mask
 from ganlib.errors import GanlibError
 from ganlib.grid import to_uint8
-from ganlib.losses import AdversarialLoss
+from ganlib.losses import AdversarialLoss, feature_matching
 from ganlib.models.unet import crop, pad_to_multiple
 
 if TYPE_CHECKING:
@@ -160,6 +160,7 @@ class InpaintingLoss:
     hole_weight: float
     valid_weight: float
     adv_weight: float
+    fm_weight: float = 0.0
 
     def d_real(self, D: nn.Module, real: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """D phase, real: ``(loss, logits [B, 1, h, w])`` of D on the real image and mask."""
@@ -177,11 +178,22 @@ class InpaintingLoss:
         """G phase, D frozen, on G's ``(out, fake)`` from :func:`generate`: ``(loss, stats)``.
 
         ``loss`` = weighted L1 of ``out`` + ``adv_weight`` * adversarial on the composite
-        ``fake``; ``stats`` (detached) holds ``l1_hole``, ``l1_valid``, ``adv`` and ``D_fake``
-        (D's mean logit on the composite)."""
-        logits = D(d_input(fake, mask))  # [B, 1, h, w]
+        ``fake`` + ``fm_weight`` * feature matching (D's features of the composite against
+        those of the real image with the same mask; one more D forward, without gradients,
+        when ``fm_weight`` > 0). ``stats`` (detached) holds ``l1_hole``, ``l1_valid``,
+        ``adv``, ``D_fake`` (D's mean logit on the composite) and, with feature matching,
+        ``fm``."""
+        fm = None
+        if self.fm_weight > 0:
+            logits, fake_features = D(d_input(fake, mask), return_features=True)
+            with torch.no_grad():
+                _, real_features = D(d_input(real, mask), return_features=True)
+            fm = feature_matching(fake_features, real_features)
+        else:
+            logits = D(d_input(fake, mask))  # [B, 1, h, w]
         adv = self.adversarial.g_loss(logits)
         l1 = l1_loss(out, real, mask, hole_weight=self.hole_weight, valid_weight=self.valid_weight)
+        loss = l1 + self.adv_weight * adv
         with torch.no_grad():
             stats = {
                 "l1_hole": masked_l1(out, real, mask),
@@ -189,7 +201,10 @@ class InpaintingLoss:
                 "adv": adv.detach(),
                 "D_fake": logits.mean(),
             }
-        return l1 + self.adv_weight * adv, stats
+        if fm is not None:
+            loss = loss + self.fm_weight * fm
+            stats["fm"] = fm.detach()
+        return loss, stats
 
 
 # -- serving: the registered model's predict and the CLI's demo mask --------------------------

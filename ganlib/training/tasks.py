@@ -262,7 +262,9 @@ class InpaintingStep(TaskStep):
     def __init__(self, ctx: StepContext):
         super().__init__(ctx)
         t: InpaintingConfig = ctx.task_cfg
-        self.losses = inp.InpaintingLoss(self.loss, t.hole_weight, t.valid_weight, t.adv_weight)
+        self.losses = inp.InpaintingLoss(
+            self.loss, t.hole_weight, t.valid_weight, t.adv_weight, t.fm_weight
+        )
 
     def masks(self, step: int, shape: tuple[int, int]) -> Tensor:
         """This rank's training masks of ``step``, ``[B, 1, H, W]``: a function of (seed,
@@ -303,6 +305,7 @@ class InpaintingStep(TaskStep):
             "l1_hole": stats["l1_hole"].float(),
             "l1_valid": stats["l1_valid"].float(),
             "adv": stats["adv"].float(),
+            **({"fm": stats["fm"].float()} if "fm" in stats else {}),
             **_norms(self.grad_norm_D, grad_norm_G, ctx.device),
         }
 

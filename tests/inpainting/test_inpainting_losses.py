@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from ganlib.losses import LOSSES
+from ganlib.losses import LOSSES, feature_matching
 from ganlib.models.patchgan import PatchDiscriminator
 from ganlib.models.unet import UNetGenerator
 from ganlib.tasks.inpainting import (
     InpaintingLoss,
     composite,
+    d_input,
     generate,
     inpaint,
     l1_loss,
@@ -117,6 +118,33 @@ def test_phases_one_d_forward_each_and_gradients_where_expected():
     assert torch.allclose(stats["l1_hole"], masked_l1(out, real, mask))
     loss_G.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in G.parameters())
+    assert all(p.grad is None for p in D.parameters())
+
+
+def test_feature_matching_term_in_the_g_phase():
+    """With ``fm_weight``: one more D forward (real, without gradients), ``fm`` in the stats
+    and in the loss, gradients in G only."""
+    G, D = _tiny_models()
+    calls = []
+    D.register_forward_hook(lambda *_: calls.append(1))
+    plain = InpaintingLoss(LOSSES["hinge"], hole_weight=6.0, valid_weight=1.0, adv_weight=0.1)
+    loss = InpaintingLoss(
+        LOSSES["hinge"], hole_weight=6.0, valid_weight=1.0, adv_weight=0.1, fm_weight=2.0
+    )
+    real, mask = _batch()
+    D.requires_grad_(False)
+    out, fake = generate(G, real, mask)
+    loss_G, stats = loss.g(D, real, mask, out, fake)
+    assert len(calls) == 2
+    _, fake_features = D(d_input(fake, mask), return_features=True)
+    _, real_features = D(d_input(real, mask), return_features=True)
+    assert torch.allclose(stats["fm"], feature_matching(fake_features, real_features))
+    assert stats["fm"] > 0
+    plain_loss, plain_stats = plain.g(D, real, mask, out, fake)
+    assert "fm" not in plain_stats
+    assert torch.allclose(loss_G, plain_loss + 2.0 * stats["fm"])
+    loss_G.backward()
+    assert all(p.grad is not None for p in G.parameters())
     assert all(p.grad is None for p in D.parameters())
 
 

@@ -33,6 +33,20 @@ def test_unet_and_patchgan_shapes_and_backward(size, gated, norm):
     _grads_ok(D)
 
 
+@pytest.mark.parametrize("n_layers", [1, 3])
+def test_patchgan_features_are_its_activations(n_layers):
+    """``return_features`` gives the same logits and every LeakyReLU's output, fine to coarse."""
+    torch.manual_seed(0)
+    D = PatchDiscriminator(4, width=4, n_layers=n_layers)
+    x = torch.randn(2, 4, 32, 32)
+    logits, features = D(x, return_features=True)
+    assert torch.equal(logits, D(x))
+    assert len(features) == n_layers + 1
+    sides = [32 // 2 ** (i + 1) for i in range(n_layers)] + [32 // 2**n_layers - 1]
+    assert [f.shape[-1] for f in features] == sides
+    assert torch.equal(features[0], nn.functional.leaky_relu(D.features[0](x), 0.2))
+
+
 def test_depth_from_resolution_and_config_round_trip():
     assert [depth_for(r) for r in (8, 32, 64, 128, 256)] == [1, 3, 4, 5, 6]
     G = UNetGenerator(4, 3, width=8, resolution=64, gated=True)
