@@ -43,7 +43,7 @@ def inpainting_step(width: int, res: int, n: int, fm_weight: float):
     D = PatchDiscriminator(4, width=width)
     opt_G, opt_D = _adam(G), _adam(D)
     loss = inp.InpaintingLoss(
-        LOSSES["hinge"], hole_weight=6.0, valid_weight=1.0, adv_weight=0.1, fm_weight=fm_weight
+        LOSSES["hinge"], hole_weight=6.0, valid_weight=1.0, adv_weight=0.125, fm_weight=fm_weight
     )
     real = torch.rand(n, 3, res, res) * 2 - 1
     rng = np.random.default_rng(0)
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16, help="per DDP worker")
     ap.add_argument("--width", type=int, default=16)
-    ap.add_argument("--fm-weight", type=float, default=1.0, help="0: no feature matching")
+    ap.add_argument("--fm-weight", type=float, default=3.0, help="0: no feature matching")
     ap.add_argument("--steps", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(1)
