@@ -85,7 +85,9 @@ def test_evaluate_measures_generator_and_floor_under_one_card(
 
 def test_evaluate_refuses_mismatched_inputs(classifier_dir, digit_shards, tmp_path):
     gen = export_random_generator(tmp_path / "g64", resolution=64, channels=3)
-    with pytest.raises(GanlibError, match="makes 3-channel 64px images, the shards hold 1-channel"):
+    with pytest.raises(
+        GanlibError, match="trained on 3-channel 64px images, the shards hold 1-channel"
+    ):
         evaluate_generator(gen, digit_shards, classifier_dir, EVAL, seed=0, out=tmp_path)
     with pytest.raises(GanlibError, match="run the featurize stage"):
         gen = export_random_generator(tmp_path / "g32")

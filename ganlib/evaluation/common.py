@@ -1,5 +1,5 @@
-"""What the image-to-image evaluators share: loading the exported generator and checking that
-it fits the task and the shards before anything is measured."""
+"""What the evaluators share: loading the exported generator and checking that it fits the
+task and the shards before anything is measured."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ import torch
 
 from ganlib.config import EvalConfig
 from ganlib.data.loader import iter_split
-from ganlib.data.shards import dataset_info
 from ganlib.errors import GanlibError
+from ganlib.evaluation.common import load_task_generator
 from ganlib.grid import save_grid
 from ganlib.metrics.features import (
     REFERENCE,
@@ -33,7 +33,7 @@ from ganlib.metrics.features import (
     protocol_hash,
 )
 from ganlib.metrics.generation import class_coverage, fid_from_stats, generation_metrics, mean_cov
-from ganlib.sampling import generate, load_generator
+from ganlib.sampling import generate
 
 SHEET_COLUMNS = 10  # images per class row in eval/sheets/classes.png
 NEAREST_PAIRS = 16  # generated images shown next to their nearest real val image
@@ -52,15 +52,8 @@ def evaluate_generator(
     """Measure the exported generator; writes ``out/samples.png`` and ``out/sheets/`` and
     returns ``eval/metrics.json``: the generator's metrics at the top level, ``floor`` (real
     val images in place of generated ones), ``protocol`` (the card) and ``protocol_hash``."""
-    G, gmeta = load_generator(generator_dir)
+    G, gmeta, info = load_task_generator(generator_dir, shards, "generation", "a generation one")
     mcfg = gmeta["model_config"]
-    info = dataset_info(shards)
-    if (mcfg["channels"], mcfg["resolution"]) != (info["channels"], info["resolution"]):
-        raise GanlibError(
-            f"{generator_dir}: the generator makes {mcfg['channels']}-channel "
-            f"{mcfg['resolution']}px images, the shards hold {info['channels']}-channel "
-            f"{info['resolution']}px; re-run the train stage"
-        )
     extractor, emeta = load_extractor(featurize_dir)
     check_compatible(emeta, channels=info["channels"], resolution=info["resolution"])
     ref = load_reference(featurize_dir / REFERENCE)
