@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from translation_step import time_step  # this folder: python benchmarks/inpainting_step.py
 
 from ganlib.data.masks import random_masks
 from ganlib.losses import LOSSES
@@ -68,17 +67,6 @@ def _plain_forward(self: UpsampleConv2d, x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), self.weight, self.bias, 1, 1)
 
 
-def _time(step, steps: int) -> dict[str, float]:
-    step()  # warm-up
-    wall, cpu = [], []
-    for _ in range(steps):
-        w0, c0 = time.perf_counter(), time.process_time()
-        step()
-        wall.append(time.perf_counter() - w0)
-        cpu.append(time.process_time() - c0)
-    return {"wall_s": round(statistics.median(wall), 4), "cpu_s": round(statistics.median(cpu), 4)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--resolution", type=int, default=64)
@@ -89,11 +77,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     shape = (args.width, args.resolution, args.batch_size, args.fm_weight)
-    fused = _time(inpainting_step(*shape), args.steps)
+    fused = time_step(inpainting_step(*shape), args.steps)
     fast_forward = UpsampleConv2d.forward
     UpsampleConv2d.forward = _plain_forward
     try:
-        plain = _time(inpainting_step(*shape), args.steps)
+        plain = time_step(inpainting_step(*shape), args.steps)
     finally:
         UpsampleConv2d.forward = fast_forward
     result = {
@@ -103,8 +91,8 @@ def main() -> None:
         "fm_weight": args.fm_weight,
         "fused_upsample_conv": fused,
         "plain_upsample_conv": plain,
-        "speedup_cpu": round(plain["cpu_s"] / fused["cpu_s"], 2),
-        "images_per_s_per_worker": round(args.batch_size / fused["wall_s"], 1),
+        "speedup_cpu": round(plain["cpu_s_per_step"] / fused["cpu_s_per_step"], 2),
+        "images_per_s_per_worker": round(args.batch_size / fused["s_per_step"], 1),
     }
     print(json.dumps(result))
 

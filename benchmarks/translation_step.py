@@ -79,7 +79,7 @@ def cyclegan_step(g_width: int, n_blocks: int, d_width: int, identity: float, re
     return step, G
 
 
-def _time(step, steps: int) -> dict[str, float]:
+def time_step(step, steps: int) -> dict[str, float]:
     step()  # warm-up: allocations, oneDNN kernel selection
     wall, cpu = [], []
     for _ in range(steps):
@@ -107,7 +107,7 @@ def main() -> None:
                 "task": "pix2pix",
                 "G": f"unet width {g_width} depth {G.config['depth']}",
                 "D": f"patchgan width {d_width}",
-                **_time(step, args.steps),
+                **time_step(step, args.steps),
             }
         )
     cyclegans = ((16, 3, 32, 0.5), (16, 3, 32, 0.0), (32, 3, 32, 0.5), (32, 6, 64, 0.5))
@@ -119,7 +119,7 @@ def main() -> None:
                 "G": f"2 x resnet width {g_width} blocks {n_blocks}",
                 "D": f"2 x patchgan width {d_width}",
                 "identity_weight": identity,
-                **_time(step, args.steps),
+                **time_step(step, args.steps),
             }
         )
     for row in rows:

@@ -302,10 +302,8 @@ class InpaintingStep(TaskStep):
         return {
             **d_stats,
             "loss_G": loss_G.detach().float(),
-            "l1_hole": stats["l1_hole"].float(),
-            "l1_valid": stats["l1_valid"].float(),
-            "adv": stats["adv"].float(),
-            **({"fm": stats["fm"].float()} if "fm" in stats else {}),
+            # l1_hole, l1_valid, adv (and fm); D_fake is the D phase's, in d_stats
+            **{k: v.float() for k, v in stats.items() if k != "D_fake"},
             **_norms(self.grad_norm_D, grad_norm_G, ctx.device),
         }
 
