@@ -3,15 +3,16 @@ fused upsampling convolution saves.
 
     python benchmarks/inpainting_step.py [--resolution 64] [--batch-size 16] [--width 16]
 
-One step as the training loop runs it (see :class:`ganlib.training.tasks.InpaintingStep`):
-training masks, pull-push fill, gated U-Net forward, D phase (real, then composite, each D
-forward followed by its own backward), D update, G phase with D frozen (with feature matching,
-one more D forward on the real image), G update. Random
-images, Adam on both models. Runs twice: with :class:`ganlib.models.layers.UpsampleConv2d` as
-shipped, and with its forward replaced by the plain ``conv3x3(upsample(x))`` it computes. Each
-gets one warm-up step and the median of ``--steps`` (wall-clock and this process's CPU
-seconds); prints one JSON object. A DDP worker with one thread takes about this long per step,
-so ``train.steps`` x this is the training time of a run.
+Times the training loop's own step object (:class:`ganlib.tasks.inpainting.InpaintingStep`,
+built by :func:`ganlib.training.loop.plain_step`: one rank, no DDP): training masks, pull-push
+fill, gated U-Net forward, D phase (real, then composite, each D forward followed by its own
+backward), D update, G phase with D frozen (with feature matching, one more D forward on the
+real image), G update. Random images. Runs twice: with
+:class:`ganlib.models.layers.UpsampleConv2d` as shipped, and with its forward replaced by the
+plain ``conv3x3(upsample(x))`` it computes. Each gets one warm-up step and the median of
+``--steps`` (wall-clock and this process's CPU seconds); prints one JSON object. A DDP worker
+with one thread takes about this long per step, so ``train.steps`` x this is the training time
+of a run.
 """
 
 from __future__ import annotations
@@ -19,48 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from translation_step import time_step  # this folder: python benchmarks/inpainting_step.py
+from translation_step import info, random_batches, time_step  # this folder
 
-from ganlib.data.masks import random_masks
-from ganlib.losses import LOSSES
+from ganlib.config import InpaintingConfig, TrainConfig
 from ganlib.models.layers import UpsampleConv2d
-from ganlib.models.patchgan import PatchDiscriminator
-from ganlib.models.unet import UNetGenerator
-from ganlib.tasks import inpainting as inp
-
-
-def _adam(module: torch.nn.Module) -> torch.optim.Adam:
-    return torch.optim.Adam(module.parameters(), lr=2e-4, betas=(0.5, 0.999))
-
-
-def inpainting_step(width: int, res: int, n: int, fm_weight: float):
-    torch.manual_seed(0)
-    G = UNetGenerator(4, 3, width, resolution=res, gated=True)
-    D = PatchDiscriminator(4, width=width)
-    opt_G, opt_D = _adam(G), _adam(D)
-    loss = inp.InpaintingLoss(
-        LOSSES["hinge"], hole_weight=6.0, valid_weight=1.0, adv_weight=0.125, fm_weight=fm_weight
-    )
-    real = torch.rand(n, 3, res, res) * 2 - 1
-    rng = np.random.default_rng(0)
-
-    def step() -> None:
-        mask = random_masks(rng, n, (res, res), kind="mix", area_range=(0.05, 0.6))
-        out, fake = inp.generate(G, real, mask)
-        D.requires_grad_(True)
-        opt_D.zero_grad(set_to_none=True)
-        loss.d_real(D, real, mask)[0].backward()  # each D forward followed by its own backward
-        loss.d_fake(D, fake.detach(), mask)[0].backward()
-        opt_D.step()
-        D.requires_grad_(False)
-        opt_G.zero_grad(set_to_none=True)
-        loss.g(D, real, mask, out, fake)[0].backward()
-        opt_G.step()
-
-    return step
+from ganlib.training.loop import plain_step
 
 
 def _plain_forward(self: UpsampleConv2d, x: torch.Tensor) -> torch.Tensor:
@@ -76,18 +42,26 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    shape = (args.width, args.resolution, args.batch_size, args.fm_weight)
-    fused = time_step(inpainting_step(*shape), args.steps)
+    # The shipped inpainting profile's model and losses (params.yaml), at these sizes.
+    cfg = TrainConfig(width=args.width, batch_size=args.batch_size, loss="hinge")
+    task_cfg = InpaintingConfig(fm_weight=args.fm_weight)
+
+    def step():
+        batches = random_batches(args.batch_size, args.resolution, ("image",))
+        return plain_step("inpainting", cfg, task_cfg, info(args.resolution), batches)
+
+    fused = time_step(step(), args.steps)
     fast_forward = UpsampleConv2d.forward
     UpsampleConv2d.forward = _plain_forward
     try:
-        plain = time_step(inpainting_step(*shape), args.steps)
+        plain = time_step(step(), args.steps)
     finally:
         UpsampleConv2d.forward = fast_forward
     result = {
         "resolution": args.resolution,
         "batch_size": args.batch_size,
         "width": args.width,
+        "gated": task_cfg.gated,
         "fm_weight": args.fm_weight,
         "fused_upsample_conv": fused,
         "plain_upsample_conv": plain,

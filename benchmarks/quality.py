@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ganlib.artifacts import export_generator  # noqa: E402
 from ganlib.config import load_params  # noqa: E402
 from ganlib.evaluation import evaluate_generator  # noqa: E402
-from ganlib.sampling import export_generator  # noqa: E402
 from ganlib.training.loop import RunSpec, train  # noqa: E402
 from ganlib.training.session import LocalSession  # noqa: E402
 from ganlib.tuning import apply_best  # noqa: E402

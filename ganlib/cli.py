@@ -43,8 +43,8 @@ def _shards_info(args: argparse.Namespace) -> None:
 
 def _sample(args: argparse.Namespace) -> None:
     import numpy as np
-    import torch
 
+    from ganlib.data.pixels import from_uint8
     from ganlib.grid import save_grid
 
     if args.n < 1 or args.nrow < 1:
@@ -68,31 +68,45 @@ def _sample(args: argparse.Namespace) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, images)
     else:  # back to [-1, 1]: save_grid's to_uint8 maps these onto exactly the same bytes
-        save_grid(torch.from_numpy(images).permute(0, 3, 1, 2) / 127.5 - 1, out, nrow=args.nrow)
+        save_grid(from_uint8(images), out, nrow=args.nrow)
     n, h, w, c = images.shape
     print(f"{out}: {n} images {h}x{w}x{c} from {args.model}, seeds {seeds[0]}..{seeds[-1]}")
 
 
 def _load_local(path: Path):
-    """``(G, model_config)`` of an exported generator directory or a training checkpoint."""
-    from ganlib.sampling import GENERATOR_CONFIG, load_generator
-    from ganlib.training.checkpoint import FILENAME, load_checkpoint
-    from ganlib.training.loop import generator_from_checkpoint
+    """``(G, model_config)`` of a generation model: an exported generator directory or a
+    training checkpoint."""
+    from ganlib.artifacts import (
+        CHECKPOINT_FILE,
+        GENERATOR_CONFIG,
+        GENERATOR_FIELDS,
+        generator_from_checkpoint,
+        load_checkpoint,
+        load_generator,
+    )
+    from ganlib.tasks import get_task
 
     if (path / GENERATOR_CONFIG).is_file():
         G, meta = load_generator(path)
-        return G, meta["model_config"]
-    if path.is_file() or (path / FILENAME).is_file():
-        state = load_checkpoint(path)
-        return generator_from_checkpoint(state), state["model_config"]
-    raise GanlibError(
-        f"--model: {path} is not models:/NAME@ALIAS, an exported generator directory "
-        f"({GENERATOR_CONFIG} + generator.pt) or a checkpoint directory ({FILENAME})"
-    )
+    elif path.is_file() or (path / CHECKPOINT_FILE).is_file():
+        meta = load_checkpoint(path, GENERATOR_FIELDS)
+        G = generator_from_checkpoint(meta)
+    else:
+        raise GanlibError(
+            f"--model: {path} is not models:/NAME@ALIAS, an exported generator directory "
+            f"({GENERATOR_CONFIG} + generator.pt) or a checkpoint directory ({CHECKPOINT_FILE})"
+        )
+    if get_task(meta["task"]) is not get_task("generation"):
+        raise GanlibError(
+            f"--model: {path} is a {meta['task']} model; `ganlib sample` draws from generation "
+            "models (use `ganlib inpaint` or `ganlib translate`)"
+        )
+    return G, meta["model_config"]
 
 
-def _image_task(args: argparse.Namespace, task: str, frame) -> None:
-    """Run an image-to-image model (registered or exported) on ``frame``; write ``--out``."""
+def _image_task(args: argparse.Namespace, task_name: str, frame) -> None:
+    """Run an image-to-image model (registered or exported) of ``task_name`` on ``frame``;
+    write ``--out``."""
     import numpy as np
 
     from ganlib.grid import save_png
@@ -106,7 +120,8 @@ def _image_task(args: argparse.Namespace, task: str, frame) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stderr: errors
         images = predict_registered(args.model, _tracking_uri(args.tracking_uri), frame)
     else:
-        from ganlib.sampling import GENERATOR_CONFIG, load_generator
+        from ganlib.artifacts import GENERATOR_CONFIG, load_generator
+        from ganlib.tasks import get_task
 
         if not (Path(args.model) / GENERATOR_CONFIG).is_file():
             raise GanlibError(
@@ -114,13 +129,10 @@ def _image_task(args: argparse.Namespace, task: str, frame) -> None:
                 f"directory ({GENERATOR_CONFIG} + generator.pt)"
             )
         G, meta = load_generator(Path(args.model))
-        if meta["task"] != task:
-            raise GanlibError(f"--model: {args.model} is a {meta['task']} model, not {task}")
-        if task == "inpainting":
-            from ganlib.tasks.inpainting import predict_frame
-        else:
-            from ganlib.tasks.translation import predict_frame
-        images = predict_frame(G, meta, frame)
+        task = get_task(meta["task"])
+        if task is not get_task(task_name):
+            raise GanlibError(f"--model: {args.model} is a {meta['task']} model, not {task_name}")
+        images = task.predict(G, meta, frame)
     image = np.asarray(images)[0]  # [H, W, C]
     save_png(image, out)
     h, w, c = image.shape

@@ -1,6 +1,8 @@
 """Typed, frozen configuration: one dataclass per ``params.yaml`` section.
 
-``params.yaml`` is the one home of run values; the defaults below are the only defaults.
+``params.yaml`` is the one home of run values; the defaults below are the only defaults, and
+they are the values ``params.yaml`` ships with (a test holds the two together), so a library
+user gets the model the README measures.
 ``Params.from_dict`` rejects unknown keys, wrong types and out-of-range values with a
 one-line :class:`ConfigError` that names the key (``data.resolution``), before anything
 expensive (Ray, MLflow, sharding) starts.
@@ -19,16 +21,12 @@ from typing import Any, Literal
 
 import yaml
 
-from ganlib.errors import GanlibError
+from ganlib import profiles
+from ganlib.errors import ConfigError, GanlibError
 
-TASKS = ("generation", "inpainting", "translation")
 SOURCE_SCHEMES = ("builtin", "imagefolder", "parquet", "npz")
 BUILTIN_SOURCES = ("digits", "photos", "photos2art")
 AUGMENT_POLICIES = ("color", "translation", "cutout")  # DiffAugment, ganlib/data/augment.py
-
-
-class ConfigError(GanlibError):
-    """A params value is unknown, of the wrong type, or out of range."""
 
 
 def _require(ok: bool, key: str, why: str) -> None:
@@ -47,8 +45,8 @@ class DataConfig:
     source: str = "builtin:digits"
     resolution: int = 32  # images are centre-cropped to a square and resized to this side
     channels: int = 1  # 1 (grayscale) or 3 (RGB)
-    val_fraction: float = 0.1  # share of samples in val, split by a stable hash of the key
-    shard_size: int = 1000  # samples per tar shard
+    val_fraction: float = 0.2  # share of samples in val, split by a stable hash of the key
+    shard_size: int = 500  # samples per tar shard
     paired: bool = False  # imagefolder: PATH/A and PATH/B matched by file name (translation)
     unpaired: bool = False  # imagefolder: PATH/A and PATH/B independent, any counts (translation)
     image_column: str = "image"  # parquet: the column of {bytes, path} structs or raw bytes
@@ -111,6 +109,12 @@ class TrainConfig:
     """``train:`` -- the GAN, its losses and optimisers, and how it is run under Ray Train."""
 
     SECTION: typing.ClassVar[str] = "train"
+    # Settings that do not change what is computed: changing them continues the same run
+    # (raising ``steps`` trains an existing run further) instead of starting a new one.
+    NOT_IDENTITY: typing.ClassVar[tuple[str, ...]] = (
+        "steps", "ckpt_every", "log_every", "sample_every", "max_failures", "loader_workers",
+        "cpus_per_worker",
+    )  # fmt: skip
 
     # model
     # generation's family; the image-to-image tasks' models follow the task: a U-Net for
@@ -125,14 +129,14 @@ class TrainConfig:
     r1_every: int = 16  # lazy regularisation interval (StyleGAN2)
     gp_weight: float = 0.0  # WGAN-GP lambda; 0 disables
     augment: str = ""  # DiffAugment policy, e.g. "color,translation,cutout"; "" disables
-    ema_kimg: float = 0.0  # half-life of the G_ema average in thousands of images; 0 disables
+    ema_kimg: float = 5.0  # half-life of the G_ema average in thousands of images; 0 disables
     # optimisation
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    batch_size: int = 64  # per worker (DDP rank)
-    steps: int = 2000  # G updates; raising it later continues the same run
+    batch_size: int = 32  # per worker (DDP rank)
+    steps: int = 1500  # G updates; raising it later continues the same run
     d_steps: int = 1  # D updates per G update
     # running
     num_workers: int = 2  # Ray Train workers = DDP ranks (one per GPU, or per CPU slot)
@@ -141,9 +145,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast, CUDA only
     channels_last: bool = False  # CUDA memory format option
-    ckpt_every: int = 500  # steps between checkpoints (and Ray Train reports)
-    log_every: int = 50  # steps between history rows / MLflow metrics
-    sample_every: int = 500  # steps between sample grids logged to MLflow
+    ckpt_every: int = 250  # steps between checkpoints (and Ray Train reports)
+    log_every: int = 25  # steps between history rows / MLflow metrics
+    sample_every: int = 250  # steps between sample grids logged to MLflow
     max_failures: int = 2  # worker crashes survived by restarting from the last checkpoint
 
     def __post_init__(self) -> None:
@@ -172,25 +176,25 @@ class TrainConfig:
 
 
 MASK_KINDS = ("box", "stroke", "mix")  # hole shapes, see ganlib/data/masks.py
-# The sections a task's profile (``inpainting:``, ``translation:``) may override, key by key.
-PROFILE_SECTIONS = ("data", "train", "featurize", "tune", "eval", "register")
 
 
 @dataclass(frozen=True)
 class InpaintingConfig:
     """``inpainting:`` -- masks and loss weights of ``task: inpainting`` (its profile's
-    ``data``/``train``/... overrides are applied by :meth:`Params.from_dict`)."""
+    ``data``/``train``/... overrides are applied by :mod:`ganlib.profiles`)."""
 
     SECTION: typing.ClassVar[str] = "inpainting"
+    PROFILE: typing.ClassVar[bool] = True  # may override other sections (ganlib.profiles)
+    EVAL_ONLY: typing.ClassVar[tuple[str, ...]] = ("eval_images",)  # not in the run identity
 
     mask_kind: Literal["box", "stroke", "mix"] = "mix"  # training and evaluation masks
     min_area: float = 0.05  # training masks' hole area, as a fraction of the image
     max_area: float = 0.6
     hole_weight: float = 6.0  # L1 on the hole (each L1 is a mean over its own area)
     valid_weight: float = 1.0  # L1 on the valid region
-    adv_weight: float = 0.3  # the adversarial term of G's loss
-    fm_weight: float = 0.0  # feature matching on D's features (pix2pixHD); 0 disables
-    gated: bool = False  # gated convolutions in the U-Net (DeepFill v2)
+    adv_weight: float = 0.125  # the adversarial term of G's loss
+    fm_weight: float = 3.0  # feature matching on D's features (pix2pixHD); 0 disables
+    gated: bool = True  # gated convolutions in the U-Net (DeepFill v2)
     eval_images: int = 400  # val images scored, each under one fixed mask per hole-area bin
 
     def __post_init__(self) -> None:
@@ -210,6 +214,9 @@ class TranslationConfig:
     """``translation:`` -- pix2pix (``mode: paired``) or CycleGAN (``mode: unpaired``)."""
 
     SECTION: typing.ClassVar[str] = "translation"
+    PROFILE: typing.ClassVar[bool] = True
+    VARIANT: typing.ClassVar[str] = "mode"  # translation.paired: / .unpaired: go on top
+    EVAL_ONLY: typing.ClassVar[tuple[str, ...]] = ("eval_images",)
 
     mode: Literal["paired", "unpaired"] = "paired"
     l1_weight: float = 100.0  # pix2pix: L1(G(a), b)
@@ -217,8 +224,8 @@ class TranslationConfig:
     identity_weight: float = 0.5  # CycleGAN: identity loss, relative to cycle_weight
     adv_weight: float = 1.0  # the adversarial terms of G's loss
     pool_size: int = 50  # CycleGAN: history of fakes shown to D; 0 = off
-    n_blocks: int = 6  # CycleGAN: residual blocks per generator
-    skip: bool = False  # CycleGAN: G predicts a change to its input, starting as the identity
+    n_blocks: int = 3  # CycleGAN: residual blocks per generator
+    skip: bool = True  # CycleGAN: G predicts a change to its input, starting as the identity
     eval_images: int = 400  # val images (per domain) scored
 
     def __post_init__(self) -> None:
@@ -388,7 +395,7 @@ class RegisterConfig:
 
     SECTION: typing.ClassVar[str] = "register"
 
-    model_name: str = "ganlib-generator"
+    model_name: str = "ganlib-digits"
 
     def __post_init__(self) -> None:
         validate_model_name(self.model_name)
@@ -431,88 +438,39 @@ class Params:
     def from_dict(cls, raw: Mapping[str, Any] | None) -> Params:
         """Build and validate; raises :class:`ConfigError` naming the first bad key.
 
-        ``inpainting:`` and ``translation:`` are task profiles: besides their own keys they may
-        hold ``data``, ``train``, ... sections (:data:`PROFILE_SECTIONS`), whose keys replace
-        the top-level ones when ``task`` is that task. So ``-S task=inpainting`` alone switches
-        data, model and registry name. Every profile is validated, whichever task runs.
+        ``inpainting:`` and ``translation:`` are task profiles (:mod:`ganlib.profiles`):
+        besides their own keys they may hold ``data``, ``train``, ... sections, whose keys
+        replace the top-level ones when ``task`` is that task. So ``-S task=inpainting`` alone
+        switches data, model and registry name. Every profile is validated, whichever task
+        runs.
         """
         raw = dict(raw or {})
-        profiles = {t: _split_profile(raw, t) for t in ("inpainting", "translation")}
-        # translation.paired / translation.unpaired: overrides for that mode only, on top
-        modes = {m: _split_profile(raw, "translation", m) for m in ("paired", "unpaired")}
-        variants = {"inpainting": profiles["inpainting"]}
-        for m, overrides in modes.items():
-            own = {**overrides.get("translation", {}), "mode": m}
-            variants[m] = _stack(profiles["translation"], {**overrides, "translation": own})
-        task = raw.get("task", "generation")
-        mode = (raw.get("translation") or {}).get("mode", TranslationConfig.mode)
-        active = {"inpainting": "inpainting", "translation": mode}.get(task)
-        for name, overrides in variants.items():
-            if name != active:  # validate the inactive profiles on their own
-                what = name if name == "inpainting" else f"translation {name}"
-                _build(cls, _merge(raw, overrides), prefix="", note=f" (with the {what} profile)")
-        return _build(cls, _merge(raw, variants.get(active, {})), prefix="")
+        hints = typing.get_type_hints(cls)
+        sections = {
+            f.name: hints[f.name]
+            for f in dataclasses.fields(cls)
+            if getattr(hints[f.name], "PROFILE", False)
+        }
+        active, others = profiles.resolve(raw, sections, raw.get("task", cls.task))
+        for variant, note in others:  # validate the inactive profiles on their own
+            _build(cls, variant, prefix="", note=note)
+        return _build(cls, active, prefix="")
 
     def task_config(self) -> dict[str, Any]:
-        """The running task's own section as plain data (``{}`` for generation)."""
-        return to_dict(getattr(self, self.task)) if self.task != "generation" else {}
+        """The running task's own section as plain data (``{}`` for a task without one)."""
+        section = getattr(self, self.task, None)
+        return to_dict(section) if dataclasses.is_dataclass(section) else {}
 
-
-def _split_profile(raw: dict[str, Any], task: str, mode: str | None = None) -> dict[str, Any]:
-    """Take the overriding sections out of ``raw[task]`` (or of ``raw[task][mode]``, a mode's
-    profile), in place; returns them."""
-    section = raw.get(task)
-    if not isinstance(section, Mapping):
-        return {}
-    own, where = dict(section), task
-    if mode is not None:
-        sub = own.pop(mode, None)
-        raw[task] = own
-        if sub is None:
-            return {}
-        where = f"{task}.{mode}"
-        _require(isinstance(sub, Mapping), where, f"must be a mapping (got {sub!r})")
-        keys = [f.name for f in dataclasses.fields(TranslationConfig) if f.name != "mode"]
-        unknown = [k for k in sub if k not in PROFILE_SECTIONS and k not in keys]
-        _require(
-            not unknown,
-            f"{where}.{unknown[0] if unknown else ''}",
-            f"unknown key; a mode profile holds {', '.join(PROFILE_SECTIONS)} sections and "
-            "translation keys",
-        )
-        sections = {k: dict(v) for k, v in _sections(sub, where).items()}
-        own = {k: v for k, v in sub.items() if k not in PROFILE_SECTIONS}
-        return {**sections, "translation": own} if own else sections
-    overrides = _sections(own, where)
-    for key in overrides:
-        own.pop(key)
-    raw[task] = own
-    return overrides
-
-
-def _sections(section: Mapping[str, Any], where: str) -> dict[str, Any]:
-    overrides = {k: section[k] for k in PROFILE_SECTIONS if k in section}
-    for key, value in overrides.items():
-        _require(isinstance(value, Mapping), f"{where}.{key}", f"must be a mapping (got {value!r})")
-    return overrides
-
-
-def _stack(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """Two profiles' overrides as one, ``top``'s keys winning."""
-    out = {k: dict(v) for k, v in base.items()}
-    for key, values in top.items():
-        out[key] = {**out.get(key, {}), **values}
-    return out
-
-
-def _merge(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """``raw`` with each override section's keys replacing that section's."""
-    out = dict(raw)
-    for key, values in overrides.items():
-        base = out.get(key) or {}
-        _require(isinstance(base, Mapping), key, "must be a mapping")
-        out[key] = {**base, **values}
-    return out
+    def training_identity(self) -> dict[str, Any]:
+        """What of ``train`` and the task's section decides what is trained: their values
+        without the keys that only say how long, how often or how it is run
+        (``TrainConfig.NOT_IDENTITY``) or what is evaluated (a section's ``EVAL_ONLY``)."""
+        train = {k: v for k, v in to_dict(self.train).items() if k not in TrainConfig.NOT_IDENTITY}
+        section = getattr(self, self.task, None)
+        own = self.task_config()
+        for key in getattr(section, "EVAL_ONLY", ()):
+            own.pop(key)
+        return {"train": train, "task": {"task": self.task, **own} if own else None}
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

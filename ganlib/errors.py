@@ -1,4 +1,4 @@
-"""The one exception type for problems a user can fix (bad params, bad paths, bad data)."""
+"""The exception types for problems a user can fix (bad params, bad paths, bad data)."""
 
 
 class GanlibError(Exception):
@@ -6,3 +6,7 @@ class GanlibError(Exception):
 
     Stage entry points and the CLI print it on stderr without a traceback and exit non-zero.
     """
+
+
+class ConfigError(GanlibError):
+    """A params value is unknown, of the wrong type, or out of range."""

@@ -9,11 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """``[N, C, H, W]`` floats in [-1, 1] -> ``uint8 [N, H, W, C]``."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+from ganlib.data.pixels import to_uint8
 
 
 def make_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:

@@ -31,64 +31,20 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, ModelSignature
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, Schema, TensorSpec
 
+from ganlib.artifacts import load_generator
 from ganlib.config import validate_model_name
 from ganlib.errors import GanlibError
-from ganlib.sampling import load_generator
+from ganlib.tasks import TASKS, get_task
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 METRIC_TAG, PROTOCOL_TAG = "promotion_metric", "protocol_hash"  # e.g. fid; its value: metric.fid
 # How each task's promotion metric reads in messages; every one is lower-is-better.
-METRIC_NAMES = {"fid": "FID", "l1_hole": "hole L1"}
+METRIC_NAMES = {t.promotion_metric: t.metric_label for t in TASKS.values()}
 SERVING_CODE = Path(__file__).with_name("serving.py")  # the models-from-code file
 PACKAGE = Path(__file__).parent  # shipped with the model as code_paths
-
-
-def model_signature(meta: Mapping[str, Any]) -> ModelSignature:
-    """The pyfunc's columns for the generator's task (``meta`` from ``load_generator``):
-
-    - generation: ``seed`` (long, required), ``label`` (long, optional) -> ``uint8 [-1, H, W,
-      C]``. Every generator takes the same columns; an unconditional one answers a ``label``
-      with an error rather than MLflow dropping the column unseen.
-    - inpainting: ``image`` and ``mask`` (PNG bytes) -> ``uint8 [-1, -1, -1, C]`` (any size).
-    - translation: ``image`` (PNG bytes), ``direction`` (string, optional) -> the same.
-    """
-    task, C = meta.get("task", "generation"), int(meta["channels"])
-    if task == "generation":
-        inputs = Schema([ColSpec("long", "seed"), ColSpec("long", "label", required=False)])
-        R = int(meta["resolution"])
-        return ModelSignature(inputs, Schema([TensorSpec(np.dtype(np.uint8), (-1, R, R, C))]))
-    if task == "inpainting":
-        inputs = Schema([ColSpec("binary", "image"), ColSpec("binary", "mask")])
-    else:
-        inputs = Schema(
-            [ColSpec("binary", "image"), ColSpec("string", "direction", required=False)]
-        )
-    return ModelSignature(inputs, Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, C))]))
-
-
-def input_example(meta: Mapping[str, Any]) -> pd.DataFrame:
-    """A two-row example request for the task's pyfunc."""
-    task = meta.get("task", "generation")
-    if task == "generation":
-        example = {
-            "seed": [0, 1],
-            **({"label": [0, 1]} if meta["model_config"]["num_classes"] else {}),
-        }
-        return pd.DataFrame(example, dtype="int64")
-    from ganlib.data.images import encode_png
-
-    R, C = int(meta["resolution"]), int(meta["channels"])
-    ramp = np.linspace(0, 255, R * R * C).astype(np.uint8).reshape(R, R, C)
-    image = encode_png(ramp)
-    if task == "inpainting":
-        hole = np.zeros((R, R, 1), np.uint8)
-        hole[R // 4 : R // 2, R // 4 : R // 2] = 255
-        return pd.DataFrame({"image": [image, image], "mask": [encode_png(hole)] * 2})
-    return pd.DataFrame({"image": [image, image]})
 
 
 def log_generator(
@@ -101,6 +57,7 @@ def log_generator(
     """
     client = _client(client_or_uri)
     _, meta = load_generator(generator_dir)  # refuse a broken directory before logging
+    task = get_task(meta["task"])
     run = client.get_run(run_id)
     logged = client.create_logged_model(
         run.info.experiment_id, name=name, source_run_id=run_id, params=run.data.params
@@ -116,8 +73,8 @@ def log_generator(
             python_model=str(SERVING_CODE),
             artifacts={"generator": str(Path(generator_dir).resolve())},
             code_paths=[str(PACKAGE)],
-            signature=model_signature(meta),
-            input_example=input_example(meta),
+            signature=task.signature(meta),
+            input_example=task.input_example(meta),
             pip_requirements=_pip_requirements(),
             metadata=meta,
         )
@@ -190,9 +147,9 @@ def decide_alias(
         return CHAMPION, "no champion yet"
     v, old, old_protocol = champion["version"], champion["score"], champion["protocol_hash"]
     name = METRIC_NAMES.get(metric, metric)
-    if champion.get("metric", "fid") != metric:
+    if champion["metric"] != metric:
         return CHALLENGER, (
-            f"champion v{v} was ranked by {champion.get('metric')}, this version by {metric}; "
+            f"champion v{v} was ranked by {champion['metric']}, this version by {metric}; "
             "different metrics are never compared"
         )
     if old_protocol != new_protocol:
@@ -212,7 +169,7 @@ def current_champion(client: MlflowClient, name: str) -> dict[str, Any] | None:
     if CHAMPION not in aliases:
         return None
     mv = client.get_model_version(name, aliases[CHAMPION])
-    metric = mv.tags.get(METRIC_TAG, "fid")
+    metric = mv.tags.get(METRIC_TAG, "fid")  # versions registered before the tag: FID
     return {
         "version": int(mv.version),
         "metric": metric,

@@ -6,68 +6,20 @@ G sees each ``z`` alone. Batched convolutions are not batch-invariant (a batch o
 kernels than a batch of 1, and the ~1e-6 differences flip the uint8 rounding of a few pixels),
 so one forward pass per image is what makes "seed 5" the same bytes in any request.
 
-This module imports only torch, numpy and the model code: the registered model ships it.
+The exported generator's on-disk format is owned by :mod:`ganlib.artifacts`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ganlib.data.pixels import to_uint8
 from ganlib.errors import GanlibError
-from ganlib.grid import to_uint8
-from ganlib.models import build_generator
-
-GENERATOR_WEIGHTS = "generator.pt"
-GENERATOR_CONFIG = "config.json"
-
-
-def export_generator(state: dict[str, Any], directory: Path) -> Path:
-    """Write G_ema as data: ``generator.pt`` (a state dict) + ``config.json`` (how to rebuild).
-
-    ``config.json``: ``model_config`` (G's ``.config``, for :func:`build_generator`), ``task``
-    (generation, inpainting or translation), ``task_config`` (that task's params section, e.g.
-    the translation mode; empty for generation), the data's ``resolution`` and ``channels``,
-    ``classes``, ``step`` and ``identity``.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.save(state["G_ema"], directory / GENERATOR_WEIGHTS)
-    mcfg = state["model_config"]
-    meta = {
-        "model_config": mcfg,
-        "task": state.get("task", "generation"),
-        "task_config": state.get("task_config", {}),
-        "resolution": state.get("resolution", mcfg.get("resolution")),
-        "channels": state.get("channels", mcfg.get("channels")),
-        "classes": state.get("classes"),
-        "step": state["step"],
-        "identity": state["identity"],
-    }
-    (directory / GENERATOR_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return directory
-
-
-def load_generator(directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild an exported generator (eval mode) and its metadata; never runs pickled code.
-
-    ``directory`` holds ``generator.pt`` (G_ema's state dict) and ``config.json``
-    (see :func:`export_generator`). Directories written before tasks existed are generation.
-    """
-    directory = Path(directory)
-    cfg_path, weights = directory / GENERATOR_CONFIG, directory / GENERATOR_WEIGHTS
-    if not (cfg_path.is_file() and weights.is_file()):
-        raise GanlibError(f"{directory}: not an exported generator (needs config.json + .pt)")
-    meta = json.loads(cfg_path.read_text())
-    meta.setdefault("task", "generation")
-    meta.setdefault("task_config", {})
-    G = build_generator(meta["model_config"])
-    G.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return G.eval().requires_grad_(False), meta
+from ganlib.models.base import eval_mode
 
 
 def generate(
@@ -87,14 +39,11 @@ def generate(
     z_dim, R, C = (int(model_config[k]) for k in ("z_dim", "resolution", "channels"))
     device = next(G.parameters()).device
     out = np.empty((len(seeds), R, R, C), np.uint8)
-    was_training = G.training
-    G.eval()
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(G):
         for i, seed in enumerate(seeds):
             z = torch.randn(1, z_dim, generator=torch.Generator().manual_seed(seed))  # [1, z_dim]
             y = None if labels is None else torch.tensor([labels[i]], device=device)  # [1]
             out[i] = to_uint8(G(z.to(device), y))[0]  # [H, W, C]
-    G.train(was_training)
     return out
 
 

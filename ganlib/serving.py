@@ -2,7 +2,8 @@
 
 MLflow copies this file into the logged model and runs it at load time; the weights come from
 the model's ``generator`` artifact (an exported generator directory), read as data. Nothing is
-pickled. Output: ``uint8 [N, H, W, C]``, one image per row. Input, by the generator's task:
+pickled. Output: ``uint8 [N, H, W, C]``, one image per row. Input: the generator's task's
+(:meth:`ganlib.tasks.base.Task.predict`):
 
 - generation: an int ``seed`` column and, for conditional generators, an optional int
   ``label`` column;
@@ -22,8 +23,9 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 
+from ganlib.artifacts import load_generator
 from ganlib.errors import GanlibError
-from ganlib.sampling import generate, load_generator
+from ganlib.tasks import get_task
 
 
 class GeneratorModel(PythonModel):
@@ -31,7 +33,7 @@ class GeneratorModel(PythonModel):
 
     def load_context(self, context) -> None:
         self.G, self.meta = load_generator(context.artifacts["generator"])
-        self.model_config = self.meta["model_config"]
+        self.task = get_task(self.meta["task"])
 
     def predict(
         self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -39,17 +41,7 @@ class GeneratorModel(PythonModel):
         """``model_input``: the task's DataFrame (see the module docstring) ->
         ``uint8 [N, H, W, C]``."""
         try:
-            task = self.meta["task"]
-            if task == "inpainting":
-                from ganlib.tasks.inpainting import predict_frame
-
-                return predict_frame(self.G, self.meta, model_input)
-            if task == "translation":
-                from ganlib.tasks.translation import predict_frame
-
-                return predict_frame(self.G, self.meta, model_input)
-            labels = model_input["label"].tolist() if "label" in model_input.columns else None
-            return generate(self.G, self.model_config, model_input["seed"].tolist(), labels)
+            return self.task.predict(self.G, self.meta, model_input)
         except GanlibError as exc:  # the scoring server answers 400 with this message
             raise MlflowException.invalid_parameter_value(str(exc)) from None
 

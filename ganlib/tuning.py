@@ -22,11 +22,12 @@ import torch
 import yaml
 
 from ganlib import tracking
+from ganlib.artifacts import load_extractor
 from ganlib.config import TUNABLE, Params, TuneConfig, flatten, to_dict
 from ganlib.data.shards import dataset_info
 from ganlib.errors import GanlibError
-from ganlib.metrics.features import check_compatible, load_extractor
-from ganlib.metrics.probe import PROBE_METRICS
+from ganlib.metrics.extractors import check_compatible
+from ganlib.tasks import get_task
 from ganlib.training.loop import RunSpec, train
 from ganlib.training.session import pick_device
 
@@ -74,7 +75,7 @@ class TuneSession:
     rank = 0
     world_size = 1
 
-    def __init__(self, device: str = "cpu", metric: str = "fid"):
+    def __init__(self, device: str, metric: str):
         self.device = pick_device(device)
         self.metric = metric  # the task probe's name, what ASHA ranks trials by
 
@@ -94,18 +95,19 @@ class TuneSession:
 
 
 def _trial(config: dict[str, Any], *, params: Params, shards: str, probe_dir: str) -> None:
+    task = get_task(params.task)
     spec = RunSpec(
         train=trial_config(params, config),
         seed=params.seed,
         shards=shards,
         identity="tune-trial",
         task=params.task,
-        task_cfg=getattr(params, params.task) if params.task != "generation" else None,
+        task_cfg=task.config(params),
         probe_dir=probe_dir,
         probe_fakes=params.tune.probe_fakes,
     )
     device = params.train.device if params.train.device != "auto" else "cpu"
-    train(spec, TuneSession(device, PROBE_METRICS[params.task]))
+    train(spec, TuneSession(device, task.probe_metric))
 
 
 def sweep(params: Params, project: Path, *, shards: Path, featurize: Path) -> dict[str, Any]:
@@ -119,7 +121,7 @@ def sweep(params: Params, project: Path, *, shards: Path, featurize: Path) -> di
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     cfg = params.tune
-    metric = PROBE_METRICS[params.task]
+    metric = get_task(params.task).probe_metric
     info = dataset_info(shards)
     _, meta = load_extractor(featurize)  # fail here, not in every trial
     check_compatible(meta, channels=info["channels"], resolution=info["resolution"])
@@ -193,9 +195,9 @@ def sweep(params: Params, project: Path, *, shards: Path, featurize: Path) -> di
     return {"best": best_yaml, "trials": rows}
 
 
-def _trial_row(result: Any, cfg: TuneConfig, metric: str = "fid") -> dict[str, Any]:
+def _trial_row(result: Any, cfg: TuneConfig, metric: str) -> dict[str, Any]:
     """One row of ``tune/trials.parquet``: the sampled config, how far it got, its probe
-    values (``metric``: ``fid``, or ``l1_hole`` for inpainting)."""
+    values (``metric``: the task's probe metric)."""
     history = result.metrics_dataframe
     fids = [] if history is None or metric not in history else list(history[metric])
     metrics = result.metrics or {}
@@ -231,13 +233,13 @@ def _trial_columns(metric: str):
     }
 
 
-def write_trials(rows: list[dict[str, Any]], path: Path) -> None:
-    """``tune/trials.parquet``: one row per trial, the sampled values as ``train.<key>``."""
+def write_trials(rows: list[dict[str, Any]], path: Path, metric: str) -> None:
+    """``tune/trials.parquet``: one row per trial (``metric``: the task's probe metric, and
+    its best value), the sampled values as ``train.<key>``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     keys = sorted({k for r in rows for k in r["config"]})
-    metric = next((m for m in ("l1_hole", "fid") if rows and m in rows[0]), "fid")
     spec = _trial_columns(metric)
     columns = {c: pa.array([r[c] for r in rows], type=t) for c, t in spec.items()}
     for k in keys:

@@ -12,18 +12,18 @@ Outs: ``eval/metrics.json`` (DVC metrics), ``eval/samples.png`` and ``eval/sheet
 
 ``protocol`` holds the card every number was measured under. The numbers are also logged to the
 train stage's MLflow run as ``eval/<metric>``. Reads ``task``, ``seed``, ``eval``, the task's
-section and ``mlflow``.
+section and ``mlflow``; the task's record (:data:`ganlib.tasks.TASKS`) does the measuring.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
+import ganlib.evaluation  # noqa: F401  every task's evaluator (Task.evaluate runs one)
 from ganlib import tracking
-from ganlib.config import Params, flatten
-from ganlib.evaluation import evaluate_generator
+from ganlib.config import flatten
+from ganlib.tasks import get_task
 from pipeline import _stage
 from pipeline._stage import FEATURIZE, GENERATOR, SHARDS, TRAIN_SUMMARY
 
@@ -34,7 +34,8 @@ def main() -> None:
     params = _stage.params()
     run_id = json.loads(TRAIN_SUMMARY.read_text())["mlflow_run_id"]
     mlflow = tracking.client(params.mlflow, Path.cwd())  # unreachable: fail before measuring
-    metrics = measure(params)
+    task = get_task(params.task)
+    metrics = task.evaluate(GENERATOR, SHARDS, FEATURIZE, params, OUT)
     text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
     (OUT / "metrics.json").write_text(text)
     numbers = {
@@ -47,38 +48,7 @@ def main() -> None:
     mlflow.log_artifact(run_id, str(OUT / "samples.png"), artifact_path="eval")
     mlflow.log_artifacts(run_id, str(OUT / "sheets"), artifact_path="eval/sheets")
     mlflow.set_tag(run_id, "protocol_hash", metrics["protocol_hash"])
-    print(f"evaluate: {headline(params.task, metrics)}, protocol {metrics['protocol_hash']}")
-
-
-def measure(params: Params) -> dict[str, Any]:
-    """The task's evaluation of ``models/generator``; writes samples and sheets under eval/."""
-    args = (GENERATOR, SHARDS, FEATURIZE)
-    if params.task == "inpainting":
-        from ganlib.evaluation.inpainting import evaluate_inpainter
-
-        return evaluate_inpainter(*args, params.inpainting, params.eval, seed=params.seed, out=OUT)
-    if params.task == "translation":
-        from ganlib.evaluation.translation import evaluate_translator
-
-        return evaluate_translator(
-            *args, params.translation, params.eval, seed=params.seed, out=OUT
-        )
-    return evaluate_generator(*args, params.eval, seed=params.seed, out=OUT)
-
-
-def headline(task: str, m: dict[str, Any]) -> str:
-    """The evaluation in one line."""
-    if task == "inpainting":
-        return f"hole L1 {m['l1_hole']:.4f}, PSNR {m['psnr']:.2f} dB, FID {m['fid']:.3f}"
-    if task == "translation":
-        return (
-            f"FID {m['fid']:.3f} (identity {m['identity_fid']:.3f}), PSNR {m['psnr']:.2f} dB "
-            f"(identity {m['identity_psnr']:.2f})"
-        )
-    return (
-        f"FID {m['fid']:.3f} (floor {m['floor']['fid']:.3f}), KID {m['kid_mean']:.4f}, "
-        f"{m['protocol']['num_fake']} images"
-    )
+    print(f"evaluate: {task.headline(metrics)}, protocol {metrics['protocol_hash']}")
 
 
 if __name__ == "__main__":

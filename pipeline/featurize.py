@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ganlib.errors import GanlibError
-from ganlib.metrics.featurize import featurize
+from ganlib.featurize import featurize
 from pipeline import _stage
 from pipeline._stage import FEATURIZE, SHARDS
 

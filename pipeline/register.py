@@ -3,9 +3,9 @@
 Logs ``models/generator`` as a pyfunc model in the train stage's MLflow run, registers it as
 a new version of ``register.model_name``, tags the version with its task, metrics, protocol
 card, git commit and data hash, and moves the alias ``champion`` to it only if it beats the
-current champion's promotion metric (FID; hole L1 for inpainting) under the same protocol card
-(else it gets ``challenger``). Out: ``register/model.json``. Reads ``task``, ``register`` and
-``mlflow``.
+current champion's promotion metric (the task's: FID; hole L1 for inpainting) under the same
+protocol card (else it gets ``challenger``). Out: ``register/model.json``. Reads ``task``,
+``register`` and ``mlflow``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> None:
     metrics = json.loads(EVAL_METRICS.read_text())
     run_id = json.loads(TRAIN_SUMMARY.read_text())["mlflow_run_id"]
     mlflow = tracking.client(params.mlflow, Path.cwd())
-    promotion = metrics.get("promotion", {"metric": "fid", "value": metrics.get("fid")})
+    promotion = metrics["promotion"]
     metric = promotion["metric"]
     numbers = {f"metric.{k}": v for k, v in metrics.items() if isinstance(v, float) and k != metric}
     if "floor" in metrics:

@@ -16,9 +16,9 @@ import argparse
 import json
 from pathlib import Path
 
+from ganlib.artifacts import export_generator
 from ganlib.config import load_params
 from ganlib.data.shards import dataset_info
-from ganlib.sampling import export_generator
 from ganlib.training.run import train_run, write_history, write_samples
 from ganlib.tuning import apply_best
 from pipeline import _stage

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from ganlib.config import load_params
+from ganlib.tasks import get_task
 from ganlib.training.run import preflight
 from ganlib.tuning import sweep, write_best, write_trials
 from pipeline import _stage
@@ -25,12 +26,12 @@ def main(argv: list[str] | None = None) -> None:
     out = project / "tune"
     if not params.tune.enabled:
         write_best({"enabled": False, "train": {}}, project / TUNE_BEST)
-        write_trials([], out / "trials.parquet")
+        write_trials([], out / "trials.parquet", get_task(params.task).probe_metric)
         print("tune: disabled (tune.enabled: false); train uses train: as written")
         return
     preflight(params, project, local=False)  # shards, resolution, labels, batch size
     result = sweep(params, project, shards=project / SHARDS, featurize=project / FEATURIZE)
-    write_trials(result["trials"], out / "trials.parquet")
+    write_trials(result["trials"], out / "trials.parquet", result["best"]["metric"])
     write_best({"enabled": True, **result["best"]}, project / TUNE_BEST)
     best = result["best"]
     metric = best["metric"]

@@ -12,8 +12,8 @@ import torch
 import yaml
 from PIL import Image
 
+from ganlib.artifacts import save_checkpoint
 from ganlib.cli import main
-from ganlib.training.checkpoint import save_checkpoint
 from tests.test_registry import Store
 
 

@@ -16,6 +16,13 @@ def test_shipped_params_file_is_valid():
     assert p.data.source == "builtin:digits"
 
 
+def test_the_defaults_are_the_shipped_values():
+    """One home for defaults: a library user's ``TrainConfig()``, ``InpaintingConfig()``, ...
+    are the values params.yaml ships with (outside the task profiles, which override them
+    per task), so they build the models the README measures."""
+    assert load_params(ROOT / "params.yaml") == Params()
+
+
 def test_defaults_and_properties():
     p = Params.from_dict({})
     assert p.data == DataConfig()

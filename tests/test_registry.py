@@ -24,10 +24,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import _validate_model_name
 
 from ganlib import registry, tracking
+from ganlib.artifacts import load_generator
 from ganlib.config import validate_model_name
 from ganlib.errors import GanlibError
 from ganlib.registry import decide_alias, register_generator
-from ganlib.sampling import generate, load_generator
+from ganlib.sampling import generate
 from tests.test_sampling import export_tiny
 
 P1, P2 = "a" * 64, "b" * 64  # protocol hashes
@@ -366,9 +367,9 @@ def export_image_model(directory: Path, task: str, mode: str = "paired") -> Path
     """A random (untrained) inpainting U-Net, pix2pix U-Net or CycleGAN pair, exported."""
     import torch
 
+    from ganlib.artifacts import export_generator
     from ganlib.models.cyclegan import CycleGenerators
     from ganlib.models.unet import UNetGenerator
-    from ganlib.sampling import export_generator
 
     torch.manual_seed(0)
     if task == "inpainting":

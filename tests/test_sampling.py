@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from ganlib.artifacts import export_generator, load_generator
 from ganlib.errors import GanlibError
 from ganlib.models import build_gan
-from ganlib.sampling import export_generator, generate, load_generator
+from ganlib.sampling import generate
 
 
 def tiny_generator(arch="dcgan", channels=1, num_classes=0) -> torch.nn.Module:
@@ -27,7 +28,8 @@ def export_tiny(directory, channels=1, num_classes=0):
     """:func:`tiny_generator` exported as ``models/generator`` is; returns the directory."""
     G = tiny_generator(channels=channels, num_classes=num_classes)
     state = {"G_ema": G.state_dict(), "model_config": G.config, "step": 3, "identity": "tiny",
-             "classes": [f"c{i}" for i in range(num_classes)] or None}  # fmt: skip
+             "classes": [f"c{i}" for i in range(num_classes)] or None, "task": "generation",
+             "task_config": {}, "resolution": 32, "channels": channels}  # fmt: skip
     return export_generator(state, directory)
 
 

@@ -77,10 +77,10 @@ def test_trials_parquet_has_a_column_per_searched_key(tmp_path):
         {"trial_id": "t2", "status": "stopped", "step": 20, "fid": 7.0, "best_fid": 7.0,
          "time_s": 4.0, "config": {"lr_g": 9e-4, "loss": "nonsaturating"}},
     ]  # fmt: skip
-    write_trials(rows, tmp_path / "trials.parquet")
+    write_trials(rows, tmp_path / "trials.parquet", metric="fid")
     table = pq.read_table(tmp_path / "trials.parquet").to_pylist()
     assert table[1]["train.loss"] == "nonsaturating" and table[0]["train.lr_g"] == 1e-4
     assert [r["status"] for r in table] == ["completed", "stopped"]
-    write_trials([], tmp_path / "empty.parquet")
+    write_trials([], tmp_path / "empty.parquet", metric="fid")
     empty = pq.read_table(tmp_path / "empty.parquet")
     assert empty.num_rows == 0 and "fid" in empty.column_names

@@ -45,6 +45,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ganlib.data.images import decode_png
+from ganlib.data.pixels import from_uint8
 from ganlib.data.shards import SPAN_COLUMNS, manifest_metadata, read_manifest
 from ganlib.errors import GanlibError
 
@@ -206,12 +207,7 @@ def _load_batch(
     for k, f in enumerate(fields):
         field = data.fields[f]
         arrs = np.stack([decode_png(images[k]) for images in encoded])  # [B, H, W, C] uint8
-        # numpy, not torch: torch's intra-op threads cost more than they save on a batch this
-        # small, and the result is the same whatever the thread settings.
-        x = np.ascontiguousarray(arrs.transpose(0, 3, 1, 2), dtype=np.float32)  # [B, C, H, W]
-        x /= 127.5
-        x -= 1.0
-        batch[BATCH_NAMES[field]] = torch.from_numpy(x)  # [B, C, H, W] in [-1, 1]
+        batch[BATCH_NAMES[field]] = from_uint8(arrs)  # [B, C, H, W] in [-1, 1]
     batch["label"] = torch.from_numpy(data.labels[rows[:, 0]])  # [B] int64
     batch["key"] = [data.keys[i] for i in rows[:, 0]]
     if unpaired:

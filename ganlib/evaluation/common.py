@@ -8,16 +8,18 @@ from typing import Any
 
 from torch import nn
 
+from ganlib.artifacts import load_generator
 from ganlib.data.shards import dataset_info
 from ganlib.errors import GanlibError
-from ganlib.sampling import load_generator
 
 
 def load_task_generator(
     generator_dir: Path, shards: Path, task: str, what: str
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """``(G, meta, dataset info)``; one-line errors for a generator of another task (``what``
-    names the expected kind, e.g. "an inpainting one") or of other channels or resolution."""
+    """``(G, meta, dataset info)`` of the generator ``task`` (a name of
+    :data:`ganlib.tasks.TASKS`) evaluates; one-line errors for a generator of another task
+    (``what`` names the expected kind, e.g. "an inpainting one") or of other channels or
+    resolution."""
     G, meta = load_generator(generator_dir)
     if meta["task"] != task:
         raise GanlibError(

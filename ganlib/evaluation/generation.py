@@ -4,7 +4,8 @@ The extractor and its reference features come from the featurize stage
 (:mod:`ganlib.metrics.featurize`). ``evaluate_generator`` measures a generator against that
 reference under a protocol card, next to the real-vs-real floor: the val split measured
 against the same reference, with as many images as the generator gets, so that both numbers
-have the same card. See :mod:`ganlib.metrics.features` for the extractors and the card.
+have the same card. See :mod:`ganlib.metrics.extractors` for the extractors and
+:mod:`ganlib.metrics.protocol` for the card.
 """
 
 from __future__ import annotations
@@ -17,23 +18,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganlib.config import EvalConfig
+from ganlib.artifacts import load_extractor
+from ganlib.config import EvalConfig, Params
 from ganlib.data.loader import iter_split
+from ganlib.data.pixels import from_uint8
 from ganlib.errors import GanlibError
 from ganlib.evaluation.common import load_task_generator
 from ganlib.grid import save_grid
-from ganlib.metrics.features import (
-    REFERENCE,
-    Reference,
-    check_compatible,
-    compute_outputs,
-    load_extractor,
-    load_reference,
-    protocol_card,
-    protocol_hash,
-)
+from ganlib.metrics.extractors import check_compatible
 from ganlib.metrics.generation import class_coverage, fid_from_stats, generation_metrics, mean_cov
+from ganlib.metrics.protocol import protocol_card, protocol_hash
+from ganlib.metrics.reference import REFERENCE, Reference, compute_outputs, load_reference
 from ganlib.sampling import generate
+from ganlib.tasks.generation import TASK
 
 SHEET_COLUMNS = 10  # images per class row in eval/sheets/classes.png
 NEAREST_PAIRS = 16  # generated images shown next to their nearest real val image
@@ -50,9 +47,10 @@ def evaluate_generator(
     out: Path,
 ) -> dict[str, Any]:
     """Measure the exported generator; writes ``out/samples.png`` and ``out/sheets/`` and
-    returns ``eval/metrics.json``: the generator's metrics at the top level, ``floor`` (real
+    returns ``eval/metrics.json``: the generator's metrics at the top level, ``promotion``
+    (the FID, for the registry), ``floor`` (real
     val images in place of generated ones), ``protocol`` (the card) and ``protocol_hash``."""
-    G, gmeta, info = load_task_generator(generator_dir, shards, "generation", "a generation one")
+    G, gmeta, info = load_task_generator(generator_dir, shards, TASK.name, "a generation one")
     mcfg = gmeta["model_config"]
     extractor, emeta = load_extractor(featurize_dir)
     check_compatible(emeta, channels=info["channels"], resolution=info["resolution"])
@@ -71,7 +69,7 @@ def evaluate_generator(
         val = val[torch.from_numpy(keep)]
     # -- generated side: seeds seed*10^6 + i, as a user sampling the registered model gets ---
     seeds = [seed * 1_000_000 + i for i in range(n)]
-    fake = _to_float(generate(G, mcfg, seeds))  # [n, C, H, W]
+    fake = from_uint8(generate(G, mcfg, seeds))  # [n, C, H, W]
 
     fake_f, fake_p = compute_outputs(extractor, fake.split(cfg.batch_size))
     val_f, val_p = compute_outputs(extractor, val.split(cfg.batch_size))
@@ -90,7 +88,7 @@ def evaluate_generator(
     out.mkdir(parents=True, exist_ok=True)
     # The grid's 64 seeds are the first seeds measured: reuse those images when there are 64.
     grid_seeds = [seed * 1_000_000 + i for i in range(64)]
-    grid = fake[:64] if n >= 64 else _to_float(generate(G, mcfg, grid_seeds))
+    grid = fake[:64] if n >= 64 else from_uint8(generate(G, mcfg, grid_seeds))
     save_grid(grid, out / "samples.png", scale=_scale(info["resolution"]))
     sheets = out / "sheets"
     shutil.rmtree(sheets, ignore_errors=True)
@@ -100,11 +98,12 @@ def evaluate_generator(
     _nearest_sheet(fake, fake_f, val, val_f, sheets / "nearest.png", info["resolution"])
     return {
         **result,
+        "promotion": {"metric": TASK.promotion_metric, "value": result[TASK.promotion_metric]},
         "floor": floor,
         "protocol": card,
         "protocol_hash": protocol_hash(card),
-        "generator_step": gmeta.get("step"),
-        "extractor_val_accuracy": emeta.get("report", {}).get("val_accuracy"),
+        "generator_step": gmeta["step"],
+        "extractor_val_accuracy": emeta["report"].get("val_accuracy"),
     }
 
 
@@ -132,11 +131,6 @@ def images_of(shards: Path, split: str, batch_size: int) -> Iterator[torch.Tenso
     return (batch["image"] for batch in iter_split(shards, split, batch_size))
 
 
-def _to_float(images: np.ndarray) -> torch.Tensor:
-    """uint8 ``[N, H, W, C]`` -> float ``[N, C, H, W]`` in [-1, 1], as the loader gives."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def _scale(resolution: int) -> int:
     return max(1, 128 // resolution)
 
@@ -161,3 +155,12 @@ def _nearest_sheet(fake, fake_f, val, val_f, path: Path, resolution: int) -> Non
     nearest = dist.argmin(dim=1)
     tiles = [t for i in range(m) for t in (fake[i], val[nearest[i]])]
     save_grid(torch.stack(tiles), path, nrow=8, scale=_scale(resolution))
+
+
+def evaluate(
+    generator_dir: Path, shards: Path, featurize_dir: Path, params: Params, out: Path
+) -> dict[str, Any]:
+    """The evaluate stage's entry (:meth:`ganlib.tasks.base.Task.evaluate`)."""
+    return evaluate_generator(
+        generator_dir, shards, featurize_dir, params.eval, seed=params.seed, out=out
+    )

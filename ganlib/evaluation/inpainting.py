@@ -10,7 +10,7 @@ Each bin's masks are drawn in :data:`EVAL_AREAS`, the bin's range with its upper
 measures nothing) and the last, "50 %+", up to 70 % (LaMa's largest masks; beyond that there
 is little left to inpaint from).
 
-Every method's composite is rounded to 8-bit levels (:func:`~ganlib.metrics.features.quantize`)
+Every method's composite is rounded to 8-bit levels (:func:`~ganlib.data.pixels.quantize`)
 before it is scored, as the registered model returns it; the valid pixels stay exact. Per
 method and bin: PSNR, SSIM and hole L1 (:func:`~ganlib.metrics.inpainting.inpainting_table`),
 and FID of the bin's composites against the same images' originals, with the featurize
@@ -31,23 +31,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ganlib.config import EvalConfig, InpaintingConfig
+from ganlib.artifacts import load_extractor
+from ganlib.config import EvalConfig, InpaintingConfig, Params
 from ganlib.data.loader import iter_split
 from ganlib.data.masks import AREA_BINS, eval_masks
+from ganlib.data.pixels import quantize
 from ganlib.errors import GanlibError
+from ganlib.evaluation.baselines import BASELINES, baseline_batch
 from ganlib.evaluation.common import load_task_generator
 from ganlib.grid import save_grid
-from ganlib.metrics.features import (
-    Extractor,
-    check_compatible,
-    load_extractor,
-    protocol_card,
-    protocol_hash,
-    quantize,
-)
+from ganlib.metrics.extractors import Extractor, check_compatible
 from ganlib.metrics.generation import fid_from_stats, mean_cov
-from ganlib.metrics.inpainting import BASELINES, baseline_batch, image_metrics, inpainting_table
-from ganlib.tasks.inpainting import inpaint
+from ganlib.metrics.inpainting import image_metrics, inpainting_table
+from ganlib.metrics.protocol import protocol_card, protocol_hash
+from ganlib.tasks.inpainting import TASK, inpaint
 
 # The hole areas each bin's evaluation masks are drawn in, lo <= area < hi (see the module
 # docstring).
@@ -57,7 +54,6 @@ EVAL_AREAS: dict[str, tuple[float, float]] = {
 _OPEN = 1e-6  # hi - _OPEN excludes hi for images up to a million pixels
 METHODS = ("ganlib", *BASELINES)  # ganlib's G, then biharmonic, mean_fill, pull_push
 VALUE_RANGE = (-1.0, 1.0)  # the loader's images
-PROMOTION_METRIC = "l1_hole"  # lower is better
 SAMPLES = 64  # ganlib repairs in eval/samples.png
 SHEET_ROWS = 12  # rows of eval/sheets/inpainting.png: each bin twice
 MIN_EVAL_IMAGES = 2  # FID needs a covariance
@@ -107,7 +103,7 @@ def evaluate_inpainter(
     metric the register stage compares, lower is better), ``protocol`` (the card, with the
     mask protocol), ``protocol_hash`` and ``generator_step``.
     """
-    G, gmeta, info = load_task_generator(generator_dir, shards, "inpainting", "an inpainting one")
+    G, gmeta, info = load_task_generator(generator_dir, shards, TASK.name, "an inpainting one")
     channels, resolution = info["channels"], info["resolution"]
     extractor, emeta = load_extractor(featurize_dir)
     check_compatible(emeta, channels=channels, resolution=resolution)
@@ -183,10 +179,10 @@ def evaluate_inpainter(
         "task": "inpainting",
         **{k: overall[k] for k in ("l1_hole", "psnr", "ssim", "fid")},
         "table": table,
-        "promotion": {"metric": PROMOTION_METRIC, "value": overall[PROMOTION_METRIC]},
+        "promotion": {"metric": TASK.promotion_metric, "value": overall[TASK.promotion_metric]},
         "protocol": card,
         "protocol_hash": protocol_hash(card),
-        "generator_step": gmeta.get("step"),
+        "generator_step": gmeta["step"],
     }
 
 
@@ -226,3 +222,18 @@ def _before_after_sheet(shown: dict[str, dict[int, Tensor]], path: Path, scale: 
     masked = real * (1 - hole) + hole  # [R, C, H, W], white on the hole
     tiles = torch.stack([masked, ganlib, biharmonic, real], dim=1)  # [R, 4, C, H, W]
     save_grid(tiles.flatten(0, 1), path, nrow=4, scale=scale)
+
+
+def evaluate(
+    generator_dir: Path, shards: Path, featurize_dir: Path, params: Params, out: Path
+) -> dict[str, Any]:
+    """The evaluate stage's entry (:meth:`ganlib.tasks.base.Task.evaluate`)."""
+    return evaluate_inpainter(
+        generator_dir,
+        shards,
+        featurize_dir,
+        params.inpainting,
+        params.eval,
+        seed=params.seed,
+        out=out,
+    )

@@ -16,7 +16,7 @@ CycleGAN: its shards keep each photo with its rendering) A and B are the same pa
   statistics serve; that number has its own card, ``protocol_BtoA`` (``reference_split:
   val``, ``reference_field: a.png``), and is compared only with numbers of that card.
 - PSNR, SSIM and L1 against the ground truth, where pairs exist; cycle errors (CycleGAN);
-  all from :func:`ganlib.metrics.translation.translation_metrics`.
+  all from :func:`translation_metrics`.
 
 The identity baseline gets the same numbers with the input as the output: its FID is that of
 the inputs themselves (``a`` against real B), its PSNR/SSIM/L1 those of ``a`` to ``b``.
@@ -26,38 +26,35 @@ from __future__ import annotations
 
 import shutil
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from ganlib.config import EvalConfig, TranslationConfig
+from ganlib.artifacts import load_extractor
+from ganlib.config import EvalConfig, Params, TranslationConfig
 from ganlib.data.loader import BATCH_NAMES, iter_split
+from ganlib.data.pixels import quantize
 from ganlib.data.shards import manifest_metadata, read_manifest
 from ganlib.errors import GanlibError
 from ganlib.evaluation.common import load_task_generator
 from ganlib.evaluation.generation import MIN_EVAL_IMAGES, _scale
 from ganlib.grid import save_grid
-from ganlib.metrics.features import (
-    REFERENCE,
-    Extractor,
-    check_compatible,
-    load_extractor,
-    load_reference,
-    protocol_card,
-    protocol_hash,
-    quantize,
-)
+from ganlib.metrics.extractors import Extractor, check_compatible
+from ganlib.metrics.fidelity import image_scores, l1
 from ganlib.metrics.generation import fid_from_stats, mean_cov
-from ganlib.metrics.translation import translation_metrics
-from ganlib.tasks.translation import translators
+from ganlib.metrics.protocol import protocol_card, protocol_hash
+from ganlib.metrics.reference import REFERENCE, load_reference
+from ganlib.tasks.translation import TASK, translate, translators
 
 SHEET_ROWS = 8  # rows of eval/sheets/translation.png
 GRID_IMAGES = 64  # outputs in eval/samples.png
 SCORES = ("psnr", "ssim", "l1")  # against the ground truth, where pairs exist
+VALUE_RANGE = (-1.0, 1.0)  # the loader's images
 
 
 def evaluate_translator(
@@ -84,7 +81,7 @@ def evaluate_translator(
     and for CycleGAN ``fid_BtoA``, ``identity_fid_BtoA``, ``cycle_A``, ``cycle_B``; the
     scores against the ground truth only where pairs exist.
     """
-    G, gmeta, info = load_task_generator(generator_dir, shards, "translation", "a translator")
+    G, gmeta, info = load_task_generator(generator_dir, shards, TASK.name, "a translator")
     _check_mode(gmeta, task_cfg, generator_dir)
     nets = translators(G)  # {"AtoB": G_AB} or {"AtoB": G_AB, "BtoA": G_BA}
     extractor, emeta = load_extractor(featurize_dir)
@@ -136,8 +133,8 @@ def evaluate_translator(
         "counts": {"A": n_a, "B": n_b, "pairs": int(scores["n/pairs"])},
         "protocol": card,
         "protocol_hash": protocol_hash(card),
-        "promotion": {"metric": "fid", "value": ganlib["AtoB/fid"]},
-        "generator_step": gmeta.get("step"),
+        "promotion": {"metric": TASK.promotion_metric, "value": ganlib["AtoB/fid"]},
+        "generator_step": gmeta["step"],
         **_flat(ganlib, identity, floor),
     }
     if "BtoA" in nets:  # the val A images are the reference
@@ -155,6 +152,67 @@ def evaluate_translator(
     sheets.mkdir()
     _translation_sheet(images, directions, paired, sheets / "translation.png", scale)
     return result
+
+
+@torch.no_grad()
+def translation_metrics(
+    batches: Iterable[dict[str, Any]],
+    G_AB: nn.Module,
+    G_BA: nn.Module | None = None,
+    *,
+    value_range: tuple[float, float] = VALUE_RANGE,
+    on_batch: Callable[[dict[str, Tensor]], None] | None = None,
+) -> dict[str, float]:
+    """Means over every image of ``batches`` (loader batches with ``"a"`` and/or ``"b"``).
+
+    ``G_AB`` (and ``G_BA`` for CycleGAN) are used as given: pass them in eval mode, on the
+    device the batches should go to. A batch with both ``"a"`` and ``"b"`` is a batch of
+    true pairs (pix2pix data, or the hidden ground truth of an unpaired demo); one with a
+    single domain (``iter_split(..., fields=("a.png",))`` of unpaired shards) gives the cycle
+    error only. ``on_batch`` receives each batch's images on the CPU, ``{"a", "fake_b",
+    "b", "fake_a"}`` as far as they exist, e.g. to collect features for FID.
+
+    Returns ``{"AtoB/psnr", "AtoB/ssim", "AtoB/l1", "BtoA/...", "identity/...", "cycle/A",
+    "cycle/B"}`` as far as the batches and models allow, plus the image counts ``n/pairs``,
+    ``n/A`` and ``n/B``.
+    """
+    device = next(G_AB.parameters()).device
+    values: dict[str, list[Tensor]] = defaultdict(list)  # name -> per-image values, [B] each
+    counts = {"n/pairs": 0, "n/A": 0, "n/B": 0}
+
+    def add(prefix: str, scores: dict[str, Tensor]) -> None:
+        for name, v in scores.items():
+            values[f"{prefix}/{name}"].append(v)
+
+    for batch in batches:
+        a, b = batch.get("a"), batch.get("b")
+        a = None if a is None else a.to(device)
+        b = None if b is None else b.to(device)
+        images: dict[str, Tensor] = {}
+        if a is not None:
+            counts["n/A"] += a.shape[0]
+            images["a"] = a
+            images["fake_b"] = fake_b = translate(G_AB, a)  # [B, C, H, W]
+            if G_BA is not None:
+                rec_a = translate(G_BA, fake_b)
+                values["cycle/A"].append(l1(rec_a, a, value_range=value_range).cpu())
+        if b is not None:
+            counts["n/B"] += b.shape[0]
+            images["b"] = b
+            if G_BA is not None:
+                images["fake_a"] = fake_a = translate(G_BA, b)
+                rec_b = translate(G_AB, fake_a)
+                values["cycle/B"].append(l1(rec_b, b, value_range=value_range).cpu())
+        if a is not None and b is not None:
+            counts["n/pairs"] += a.shape[0]
+            add("identity", image_scores(a, b, value_range=value_range))
+            add("AtoB", image_scores(images["fake_b"], b, value_range=value_range))
+            if G_BA is not None:
+                add("BtoA", image_scores(images["fake_a"], a, value_range=value_range))
+        if on_batch is not None:
+            on_batch({k: v.cpu() for k, v in images.items()})
+    means = {name: torch.cat(v).mean().item() for name, v in sorted(values.items())}
+    return means | {k: float(n) for k, n in counts.items()}
 
 
 def _check_mode(gmeta: dict[str, Any], task_cfg: TranslationConfig, directory: Path) -> None:
@@ -286,3 +344,18 @@ def _translation_sheet(
             source, output, target = triples[direction]
             tiles += [images[source][i], images[output][i], images[target][i] if paired else blank]
     save_grid(torch.stack(tiles), path, nrow=3 * len(directions), scale=scale)
+
+
+def evaluate(
+    generator_dir: Path, shards: Path, featurize_dir: Path, params: Params, out: Path
+) -> dict[str, Any]:
+    """The evaluate stage's entry (:meth:`ganlib.tasks.base.Task.evaluate`)."""
+    return evaluate_translator(
+        generator_dir,
+        shards,
+        featurize_dir,
+        params.translation,
+        params.eval,
+        seed=params.seed,
+        out=out,
+    )

@@ -1,8 +1,9 @@
 """Generator and discriminator families, picked by name, rebuilt from their saved config.
 
-Every model keeps its constructor arguments, plus ``"arch"``, as plain data in ``.config``;
-a checkpoint stores that dict next to the state dict and rebuilds the model with
-:func:`build_generator` / :func:`build_discriminator`, without pickled code.
+Every model keeps its constructor arguments, plus ``"arch"``, as plain data in ``.config``
+(:class:`~ganlib.models.base.SavedConfig`); a checkpoint stores that dict next to the state
+dict and rebuilds the model with :func:`build_generator` / :func:`build_discriminator`,
+without pickled code.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from ganlib.models import dcgan, resnet
+from ganlib.models.base import without_arch
 from ganlib.models.cyclegan import CycleGenerators, ResnetGenerator
 from ganlib.models.patchgan import PatchDiscriminator
 from ganlib.models.unet import UNetGenerator
@@ -29,10 +31,7 @@ SUPPORTED_RESOLUTIONS = {
 
 # Image-to-image networks (inpainting, translation), rebuilt from their config by arch name.
 IMAGE_MODELS: dict[str, type[nn.Module]] = {
-    "unet": UNetGenerator,
-    "cyclegan": CycleGenerators,
-    "cyclegan_resnet": ResnetGenerator,
-    "patchgan": PatchDiscriminator,
+    m.arch: m for m in (UNetGenerator, CycleGenerators, ResnetGenerator, PatchDiscriminator)
 }
 
 
@@ -62,8 +61,7 @@ def build_gan(
 
 def build_generator(config: dict[str, Any]) -> nn.Module:
     """Rebuild a generator (any task's) from its ``.config``; load its state dict afterwards."""
-    kwargs = dict(config)
-    arch = kwargs.pop("arch")
+    arch, kwargs = config["arch"], without_arch(config)
     if arch in IMAGE_MODELS:
         return IMAGE_MODELS[arch](**kwargs)
     return _classes(arch)[0](**kwargs)
@@ -75,8 +73,7 @@ def build_discriminator(config: dict[str, Any]) -> nn.Module:
     G's config differs only by ``z_dim``, which D does not use, so one saved dict can rebuild
     both models; any other unknown key is still refused (TypeError).
     """
-    kwargs = dict(config)
-    arch = kwargs.pop("arch")
+    arch, kwargs = config["arch"], without_arch(config)
     if arch in IMAGE_MODELS:
         return IMAGE_MODELS[arch](**kwargs)
     kwargs.pop("z_dim", None)

@@ -31,8 +31,8 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from ganlib.models.layers import check_image_input
-from ganlib.models.unet import norm_layer
+from ganlib.models.base import SavedConfig
+from ganlib.models.layers import check_image_input, norm_layer
 
 DIRECTIONS = ("AtoB", "BtoA")  # G_AB, G_BA
 
@@ -74,12 +74,14 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-class ResnetGenerator(nn.Module):
+class ResnetGenerator(SavedConfig):
     """``G(x [N, in_channels, H, W]) -> [N, out_channels, H, W]`` in [-1, 1].
 
     H and W must be multiples of 4 (:attr:`multiple`). ``skip`` needs ``in_channels ==
     out_channels``.
     """
+
+    arch = "cyclegan_resnet"
 
     def __init__(
         self,
@@ -96,14 +98,6 @@ class ResnetGenerator(nn.Module):
             raise ValueError(
                 f"skip needs in_channels == out_channels, got {in_channels}, {out_channels}"
             )
-        self.config = {
-            "arch": "cyclegan_resnet",
-            "in_channels": int(in_channels),
-            "out_channels": int(out_channels),
-            "width": int(width),
-            "n_blocks": int(n_blocks),
-            "skip": bool(skip),
-        }
         w = width
         self.net = nn.Sequential(
             *_conv_norm_relu(in_channels, w, 7),  # c7s1-w: [N, w, H, W]
@@ -150,7 +144,7 @@ class CycleOutputs(NamedTuple):
     idt_b: Tensor | None  # G_AB(b), should be b
 
 
-class CycleGenerators(nn.Module):
+class CycleGenerators(SavedConfig):
     """The two generators of a CycleGAN: ``G_AB`` (A -> B) and ``G_BA`` (B -> A).
 
     Both domains have ``channels`` channels (the identity loss feeds each generator an image
@@ -158,15 +152,10 @@ class CycleGenerators(nn.Module):
     :meth:`generator` gives one direction for inference.
     """
 
+    arch = "cyclegan"
+
     def __init__(self, channels: int = 3, width: int = 64, n_blocks: int = 9, skip: bool = False):
         super().__init__()
-        self.config = {
-            "arch": "cyclegan",
-            "channels": int(channels),
-            "width": int(width),
-            "n_blocks": int(n_blocks),
-            "skip": bool(skip),
-        }
         self.G_AB = ResnetGenerator(channels, channels, width, n_blocks, skip)
         self.G_BA = ResnetGenerator(channels, channels, width, n_blocks, skip)
 

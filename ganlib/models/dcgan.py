@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganlib.models.base import SavedConfig
 from ganlib.models.layers import ConditionalBatchNorm2d, ProjectionHead, check_labels
 
 RESOLUTIONS = (32, 64, 128)
@@ -53,8 +54,10 @@ def _dcgan_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class Generator(nn.Module):
+class Generator(SavedConfig):
     """DCGAN generator: ``G(z [N, z_dim], labels [N] | None) -> [N, channels, R, R]`` in [-1, 1]."""
+
+    arch = "dcgan"
 
     def __init__(
         self,
@@ -66,14 +69,6 @@ class Generator(nn.Module):
     ):
         super().__init__()
         _check_resolution(resolution)
-        self.config = {
-            "arch": "dcgan",
-            "z_dim": int(z_dim),
-            "resolution": int(resolution),
-            "channels": int(channels),
-            "width": int(width),
-            "num_classes": int(num_classes),
-        }
         chs = _channels(resolution, width)
         # First conv projects z (as a 1x1 image) to 4x4; each later one doubles the resolution.
         # No conv bias where a BatchNorm follows: BN's own bias replaces it.
@@ -95,8 +90,10 @@ class Generator(nn.Module):
         return torch.tanh(self.to_image(h))  # [N, C, R, R]
 
 
-class Discriminator(nn.Module):
+class Discriminator(SavedConfig):
     """DCGAN discriminator: ``D(x [N, channels, R, R], labels [N] | None) -> logits [N]``."""
+
+    arch = "dcgan"
 
     def __init__(
         self,
@@ -107,13 +104,6 @@ class Discriminator(nn.Module):
     ):
         super().__init__()
         _check_resolution(resolution)
-        self.config = {
-            "arch": "dcgan",
-            "resolution": int(resolution),
-            "channels": int(channels),
-            "width": int(width),
-            "num_classes": int(num_classes),
-        }
         chs = _channels(resolution, width)[::-1]  # resolution/2 first, 4x4 last
         # The paper leaves BatchNorm off D's input layer: normalising raw pixels made
         # training unstable.

@@ -1,5 +1,7 @@
 """Building blocks shared by the model families: class conditioning in and out (DCGAN and
-ResNet), the input check of the U-Nets, and a fast upsampling convolution (ResNet, U-Net).
+ResNet), normalisation layers by name, the input check of the fully convolutional generators
+with the padding that takes any image size to it (U-Net, CycleGAN), and a fast upsampling
+convolution (ResNet, U-Net).
 
 Both generators take the class through conditional BatchNorm; both discriminators give it
 back through the projection head. Everything architecture-specific lives in its own file.
@@ -127,3 +129,44 @@ class UpsampleConv2d(nn.Conv2d):
         ]  # each [N, c_out, H, W, b]: the phases of output rows 2i + a
         out = torch.stack(rows, 3)  # [N, c_out, H, a, W, b]
         return out.reshape(n, c_out, 2 * height, 2 * width)
+
+
+NORMS = ("instance", "batch", "none")
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """``"instance"`` (affine, no running statistics), ``"batch"`` or ``"none"`` (identity)."""
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {norm!r}; known: {', '.join(NORMS)}")
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int, int, int]]:
+    """Pad ``x`` ``[N, C, H, W]`` so that H and W are multiples of ``multiple``.
+
+    Reflect padding, split evenly between the two sides, continues the image's content rather
+    than adding a hard edge; where the image is too small to reflect that far (padding >= side),
+    the edge pixels are repeated instead. Returns the padded tensor (``x`` itself when nothing
+    is needed) and the crop box ``(top, left, H, W)`` that :func:`crop` takes back.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"x must be [N, C, H, W], got {list(x.shape)}")
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    top, left = pad_h // 2, pad_w // 2
+    box = (top, left, height, width)
+    if pad_h == 0 and pad_w == 0:
+        return x, box
+    pads = (left, pad_w - left, top, pad_h - top)  # F.pad order: W first, then H
+    mode = "reflect" if max(pads[:2]) < width and max(pads[2:]) < height else "replicate"
+    return F.pad(x, pads, mode=mode), box
+
+
+def crop(x: Tensor, box: tuple[int, int, int, int]) -> Tensor:
+    """Undo :func:`pad_to_multiple`: ``x[..., top : top + H, left : left + W]``."""
+    top, left, height, width = box
+    return x[..., top : top + height, left : left + width]

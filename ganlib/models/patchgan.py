@@ -28,15 +28,18 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ganlib.models.unet import NORMS, norm_layer
+from ganlib.models.base import SavedConfig
+from ganlib.models.layers import NORMS, norm_layer
 
 
-class PatchDiscriminator(nn.Module):
+class PatchDiscriminator(SavedConfig):
     """PatchGAN: ``D(x [N, in_channels, H, W]) -> logits [N, 1, H/2^n - 2, W/2^n - 2]``.
 
     ``n = n_layers``; H and W must be at least ``3 * 2 ** n_layers`` (24 for 3 layers), so that
     every normalised feature map has more than one pixel.
     """
+
+    arch = "patchgan"
 
     def __init__(
         self,
@@ -51,14 +54,6 @@ class PatchDiscriminator(nn.Module):
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; known: {', '.join(NORMS)}")
-        self.config = {
-            "arch": "patchgan",
-            "in_channels": int(in_channels),
-            "width": int(width),
-            "n_layers": int(n_layers),
-            "norm": norm,
-            "spectral": bool(spectral),
-        }
         chs = [min(width * 2**i, 8 * width) for i in range(n_layers + 1)]
         strides = [2] * n_layers + [1]
         layers: list[nn.Module] = []

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ganlib.models.base import SavedConfig
 from ganlib.models.layers import (
     ConditionalBatchNorm2d,
     ProjectionHead,
@@ -100,8 +101,10 @@ class DBlock(nn.Module):
         return h + self.shortcut(x)
 
 
-class Generator(nn.Module):
+class Generator(SavedConfig):
     """ResNet generator: ``G(z [N, z_dim], labels [N] | None) -> [N, channels, R, R]``."""
+
+    arch = "resnet"
 
     def __init__(
         self,
@@ -113,14 +116,6 @@ class Generator(nn.Module):
     ):
         super().__init__()
         _check_resolution(resolution)
-        self.config = {
-            "arch": "resnet",
-            "z_dim": int(z_dim),
-            "resolution": int(resolution),
-            "channels": int(channels),
-            "width": int(width),
-            "num_classes": int(num_classes),
-        }
         chs = [width * m for m in G_CHANNELS[resolution]]
         self.linear = nn.Linear(z_dim, chs[0] * 4 * 4)
         self.blocks = nn.ModuleList(
@@ -141,8 +136,10 @@ class Generator(nn.Module):
         return torch.tanh(self.to_image(F.relu(self.norm(h))))  # [N, C, R, R]
 
 
-class Discriminator(nn.Module):
+class Discriminator(SavedConfig):
     """Spectrally normalised ResNet discriminator: ``D(x [N, C, R, R], labels) -> logits [N]``."""
+
+    arch = "resnet"
 
     def __init__(
         self,
@@ -153,13 +150,6 @@ class Discriminator(nn.Module):
     ):
         super().__init__()
         _check_resolution(resolution)
-        self.config = {
-            "arch": "resnet",
-            "resolution": int(resolution),
-            "channels": int(channels),
-            "width": int(width),
-            "num_classes": int(num_classes),
-        }
         blocks, c_in = [], channels
         for i, (mult, downsample) in enumerate(D_BLOCKS[resolution]):
             blocks.append(DBlock(c_in, width * mult, downsample, preactivation=i > 0))

@@ -26,23 +26,10 @@ import math
 from itertools import pairwise
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ganlib.models.layers import UpsampleConv2d, check_image_input
-
-NORMS = ("instance", "batch", "none")
-
-
-def norm_layer(norm: str, channels: int) -> nn.Module:
-    """``"instance"`` (affine, no running statistics), ``"batch"`` or ``"none"`` (identity)."""
-    if norm == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
-    if norm == "batch":
-        return nn.BatchNorm2d(channels)
-    if norm == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown norm {norm!r}; known: {', '.join(NORMS)}")
+from ganlib.models.base import SavedConfig
+from ganlib.models.layers import NORMS, UpsampleConv2d, check_image_input, norm_layer
 
 
 def depth_for(resolution: int) -> int:
@@ -97,12 +84,22 @@ class ConvBlock(nn.Module):
         return self.act(self.norm(features)) * torch.sigmoid(gate)
 
 
-class UNetGenerator(nn.Module):
+class UNetGenerator(SavedConfig):
     """``G(x [N, in_channels, H, W]) -> [N, out_channels, H, W]`` in [-1, 1].
 
     ``H`` and ``W`` must be multiples of ``2 ** depth`` (:attr:`multiple`). ``depth`` defaults
-    to :func:`depth_for` of ``resolution``; the saved config holds the resolved depth only.
+    to :func:`depth_for` of ``resolution`` (give one of the two).
     """
+
+    arch = "unet"
+
+    @classmethod
+    def resolve_config(cls, arguments: dict) -> dict:
+        """The saved config holds the resolved depth only, not the resolution it came from."""
+        resolution = arguments.pop("resolution")
+        if arguments["depth"] is None and resolution is not None:
+            arguments["depth"] = depth_for(resolution)
+        return arguments
 
     def __init__(
         self,
@@ -124,15 +121,7 @@ class UNetGenerator(nn.Module):
             raise ValueError(f"depth must be >= 1, got {depth}")
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; known: {', '.join(NORMS)}")
-        self.config = {
-            "arch": "unet",
-            "in_channels": int(in_channels),
-            "out_channels": int(out_channels),
-            "width": int(width),
-            "depth": int(depth),
-            "gated": bool(gated),
-            "norm": norm,
-        }
+        self.depth = depth
         chs = [min(width * 2**i, 8 * width) for i in range(depth)]  # after each down-block
         self.down = nn.ModuleList(
             ConvBlock(
@@ -166,7 +155,7 @@ class UNetGenerator(nn.Module):
     @property
     def multiple(self) -> int:
         """Input sides must be multiples of this: ``2 ** depth``."""
-        return 2 ** self.config["depth"]
+        return 2**self.depth
 
     def forward(self, x: Tensor) -> Tensor:
         check_image_input(x, self.config["in_channels"], self.multiple)
@@ -179,30 +168,3 @@ class UNetGenerator(nn.Module):
         for block in reversed(self.up):
             h = torch.cat([block(h), skips.pop()], dim=1)  # [N, 2 chs[i], H / 2^(i+1), ...]
         return torch.tanh(self.to_image(h))  # [N, out_channels, H, W]
-
-
-def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int, int, int]]:
-    """Pad ``x`` ``[N, C, H, W]`` so that H and W are multiples of ``multiple``.
-
-    Reflect padding, split evenly between the two sides, continues the image's content rather
-    than adding a hard edge; where the image is too small to reflect that far (padding >= side),
-    the edge pixels are repeated instead. Returns the padded tensor (``x`` itself when nothing
-    is needed) and the crop box ``(top, left, H, W)`` that :func:`crop` takes back.
-    """
-    if x.dim() != 4:
-        raise ValueError(f"x must be [N, C, H, W], got {list(x.shape)}")
-    height, width = x.shape[-2:]
-    pad_h, pad_w = -height % multiple, -width % multiple
-    top, left = pad_h // 2, pad_w // 2
-    box = (top, left, height, width)
-    if pad_h == 0 and pad_w == 0:
-        return x, box
-    pads = (left, pad_w - left, top, pad_h - top)  # F.pad order: W first, then H
-    mode = "reflect" if max(pads[:2]) < width and max(pads[2:]) < height else "replicate"
-    return F.pad(x, pads, mode=mode), box
-
-
-def crop(x: Tensor, box: tuple[int, int, int, int]) -> Tensor:
-    """Undo :func:`pad_to_multiple`: ``x[..., top : top + H, left : left + W]``."""
-    top, left, height, width = box
-    return x[..., top : top + height, left : left + width]

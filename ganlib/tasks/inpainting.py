@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,12 +36,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganlib.config import InpaintingConfig
 from ganlib.data.images import input_array
-from ganlib.data.masks import random_mask
+from ganlib.data.masks import eval_masks, random_mask, random_masks
+from ganlib.data.pixels import from_uint8, to_uint8
 from ganlib.errors import GanlibError
-from ganlib.grid import to_uint8
 from ganlib.losses import AdversarialLoss, feature_matching
-from ganlib.models.unet import crop, pad_to_multiple
+from ganlib.models import build_generator
+from ganlib.models.base import eval_mode
+from ganlib.models.layers import crop, pad_to_multiple
+from ganlib.models.patchgan import PatchDiscriminator
+from ganlib.models.unet import UNetGenerator
+from ganlib.tasks.base import ImageTask
+from ganlib.training.probe import PROBE_BATCH, probe_images, unwrap
+from ganlib.training.step import StepContext, TaskStep, grad_norm, norm_stats
+
+GRID_PAIRS = 16  # inputs in the sample grid, each shown with G_ema's repair
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -180,9 +191,10 @@ class InpaintingLoss:
         ``loss`` = weighted L1 of ``out`` + ``adv_weight`` * adversarial on the composite
         ``fake`` + ``fm_weight`` * feature matching (D's features of the composite against
         those of the real image with the same mask; one more D forward, without gradients,
-        when ``fm_weight`` > 0). ``stats`` (detached) holds ``l1_hole``, ``l1_valid``,
-        ``adv``, ``D_fake`` (D's mean logit on the composite) and, with feature matching,
-        ``fm``."""
+        when ``fm_weight`` > 0). ``stats`` (detached) holds ``loss_l1_hole`` and
+        ``loss_l1_valid`` (the unweighted L1 terms, in the images' [-1, 1] units: not the
+        probe's and evaluation's ``l1_hole``, a fraction of the range), ``adv``, ``D_fake``
+        (D's mean logit on the composite) and, with feature matching, ``fm``."""
         fm = None
         if self.fm_weight > 0:
             logits, fake_features = D(d_input(fake, mask), return_features=True)
@@ -196,8 +208,8 @@ class InpaintingLoss:
         loss = l1 + self.adv_weight * adv
         with torch.no_grad():
             stats = {
-                "l1_hole": masked_l1(out, real, mask),
-                "l1_valid": masked_l1(out, real, 1 - mask),
+                "loss_l1_hole": masked_l1(out, real, mask),
+                "loss_l1_valid": masked_l1(out, real, 1 - mask),
                 "adv": adv.detach(),
                 "D_fake": logits.mean(),
             }
@@ -205,6 +217,157 @@ class InpaintingLoss:
             loss = loss + self.fm_weight * fm
             stats["fm"] = fm.detach()
         return loss, stats
+
+
+class InpaintingStep(TaskStep):
+    """G forward (through DDP) on (fill, mask), D phase on real and composite, G phase."""
+
+    def __init__(self, ctx: StepContext):
+        super().__init__(ctx)
+        t: InpaintingConfig = ctx.task_cfg
+        self.losses = InpaintingLoss(
+            self.loss, t.hole_weight, t.valid_weight, t.adv_weight, t.fm_weight
+        )
+
+    def masks(self, step: int, shape: tuple[int, int]) -> Tensor:
+        """This rank's training masks of ``step``, ``[B, 1, H, W]``: a function of (seed,
+        rank, step), so that a resumed run draws the same ones."""
+        t: InpaintingConfig = self.ctx.task_cfg
+        rng = np.random.default_rng([self.ctx.seed, self.ctx.rank, step])
+        return random_masks(
+            rng,
+            self.ctx.cfg.batch_size,
+            shape,
+            kind=t.mask_kind,
+            area_range=(t.min_area, t.max_area),
+            device=self.ctx.device,
+        )
+
+    def step(self, step: int, want_log: bool) -> dict[str, Tensor]:
+        ctx = self.ctx
+        real = ctx.next_batch()["image"].to(ctx.device, non_blocking=True)  # [B, C, H, W]
+        mask = self.masks(step, tuple(real.shape[-2:]))  # [B, 1, H, W]
+        with ctx.autocast:
+            out, fake = generate(ctx.G_ddp, real, mask)  # through DDP: G's one forward
+        d_stats = self._d_phase(
+            lambda D: self.losses.d_real(D, real, mask),
+            lambda D: self.losses.d_fake(D, fake.float(), mask),
+            want_log,
+        )
+
+        self._freeze_d()
+        with ctx.autocast:
+            loss_G, stats = self.losses.g(ctx.D["D"], real, mask, out.float(), fake.float())
+        ctx.opt_G.zero_grad(set_to_none=True)
+        loss_G.float().backward()
+        grad_norm_G = grad_norm(ctx.G) if want_log else None
+        ctx.opt_G.step()
+        return {
+            **d_stats,
+            "loss_G": loss_G.detach().float(),
+            # loss_l1_hole, loss_l1_valid, adv (and fm); D_fake is the D phase's, in d_stats
+            **{k: v.float() for k, v in stats.items() if k != "D_fake"},
+            **norm_stats(self.grad_norm_D, grad_norm_G, ctx.device),
+        }
+
+
+class HoleL1Probe:
+    """Inpainting's probe: mean hole L1 (a fraction of the value range, as evaluated) of G's
+    repairs of the first val images under fixed masks (seeded by key, the training area
+    range)."""
+
+    def __init__(self, shards: str | Path, task_cfg: InpaintingConfig, num_images: int, seed: int):
+        self.images, keys = probe_images(shards, "png", num_images)  # [N, C, H, W]
+        self.masks = eval_masks(
+            keys,
+            tuple(self.images.shape[-2:]),
+            kind=task_cfg.mask_kind,
+            area_range=(task_cfg.min_area, task_cfg.max_area),
+            seed=seed,
+        )  # [N, 1, H, W]
+
+    @torch.no_grad()
+    def __call__(self, G: nn.Module) -> float:
+        G = unwrap(G)
+        device = next(G.parameters()).device
+        pairs = zip(self.images.split(PROBE_BATCH), self.masks.split(PROBE_BATCH), strict=True)
+        with eval_mode(G):
+            out = torch.cat([inpaint(G, x.to(device), m.to(device)).cpu() for x, m in pairs])
+        return masked_l1(out, self.images, self.masks).item() / 2  # over the range [-1, 1]
+
+
+class Inpainting(ImageTask):
+    """The record of ``task: inpainting``."""
+
+    name = "inpainting"
+    section = "inpainting"
+    fields = ("png",)
+    wrong_fields = (
+        "task: inpainting needs single-image shards; these hold (A, B) pairs: "
+        "set data.source to a folder or table of single images"
+    )
+    probe_metric = "l1_hole"
+    promotion_metric = "l1_hole"
+    evaluator = "ganlib.evaluation.inpainting"
+    metric_label = "hole L1"
+
+    def model_config(self, cfg, task_cfg: InpaintingConfig, info) -> dict:
+        C, R = info["channels"], info["resolution"]
+        return UNetGenerator(C + 1, C, cfg.width, resolution=R, gated=task_cfg.gated).config
+
+    def build_models(self, cfg, task_cfg, mcfg, info):
+        return build_generator(mcfg), {"D": PatchDiscriminator(info["channels"] + 1, cfg.width)}
+
+    def make_step(self, ctx: StepContext) -> TaskStep:
+        return InpaintingStep(ctx)
+
+    def grid_inputs(self, first_batch, seed: int, cfg, task_cfg: InpaintingConfig):
+        """The first train images of epoch 0 and fixed masks."""
+        image = first_batch(GRID_PAIRS)["image"][:GRID_PAIRS].cpu()
+        rng = np.random.default_rng([seed, 2**31])
+        kw = {"kind": task_cfg.mask_kind, "area_range": (task_cfg.min_area, task_cfg.max_area)}
+        mask = random_masks(rng, image.shape[0], tuple(image.shape[-2:]), **kw)
+        return {"image": image, "mask": mask}
+
+    @torch.no_grad()
+    def grid_images(self, G: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+        """(input, repair) side by side; the input shows its hole in mid grey."""
+        device = next(G.parameters()).device
+        image, mask = inputs["image"].to(device), inputs["mask"].to(device)
+        with eval_mode(G):
+            out = inpaint(G, image, mask)
+        shown = image * (1 - mask)  # hole at 0: mid grey
+        pairs = torch.stack([shown, out], dim=1).flatten(0, 1)  # [2N, C, H, W]: in, out, ...
+        return pairs.float().cpu().clamp(-1, 1)
+
+    def make_probe(self, task_cfg, featurize_dir, shards, num_images: int, seed: int):
+        return HoleL1Probe(shards, task_cfg, num_images, seed)
+
+    def headline(self, m) -> str:
+        return f"hole L1 {m['l1_hole']:.4f}, PSNR {m['psnr']:.2f} dB, FID {m['fid']:.3f}"
+
+    def signature(self, meta):
+        """``image`` and ``mask`` (PNG bytes) -> ``uint8 [-1, -1, -1, C]`` (any size)."""
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema, TensorSpec
+
+        inputs = Schema([ColSpec("binary", "image"), ColSpec("binary", "mask")])
+        shape = (-1, -1, -1, int(meta["channels"]))
+        return ModelSignature(inputs, Schema([TensorSpec(np.dtype(np.uint8), shape)]))
+
+    def input_example(self, meta):
+        import pandas as pd
+
+        from ganlib.data.images import encode_png
+
+        R = int(meta["resolution"])
+        hole = np.zeros((R, R, 1), np.uint8)
+        hole[R // 4 : R // 2, R // 4 : R // 2] = 255
+        image = self.example_image(meta)
+        return pd.DataFrame({"image": [image, image], "mask": [encode_png(hole)] * 2})
+
+    def predict(self, G, meta, frame):
+        return predict_frame(G, meta, frame)
 
 
 # -- serving: the registered model's predict and the CLI's demo mask --------------------------
@@ -311,7 +474,9 @@ def _inpaint_one(G: nn.Module, image: np.ndarray, hole: np.ndarray) -> np.ndarra
     """``image`` uint8 ``[H, W, C]`` repaired on ``hole`` bool ``[H, W]``: uint8 ``[H, W, C]``,
     the valid pixels unchanged."""
     device = next(G.parameters()).device
-    x = torch.tensor(image).permute(2, 0, 1)[None].to(device, torch.float32)  # [1, C, H, W]
-    x = x / 127.5 - 1  # the loader's [-1, 1]
+    x = from_uint8(image[None]).to(device)  # [1, C, H, W] in [-1, 1]
     m = torch.from_numpy(hole)[None, None].to(device, torch.float32)  # [1, 1, H, W]
     return to_uint8(inpaint(G, x, m))[0]
+
+
+TASK = Inpainting()

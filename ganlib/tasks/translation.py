@@ -28,18 +28,29 @@ under Adam.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ganlib.config import TranslationConfig
 from ganlib.data.images import input_array
+from ganlib.data.pixels import from_uint8, to_uint8
 from ganlib.errors import GanlibError
-from ganlib.grid import to_uint8
 from ganlib.losses import AdversarialLoss
+from ganlib.models import build_generator
+from ganlib.models.base import eval_mode
 from ganlib.models.cyclegan import DIRECTIONS, CycleGenerators, CycleOutputs
-from ganlib.models.unet import crop, pad_to_multiple
+from ganlib.models.layers import crop, pad_to_multiple
+from ganlib.models.patchgan import PatchDiscriminator
+from ganlib.models.unet import UNetGenerator
+from ganlib.tasks.base import ImageTask
+from ganlib.training.probe import PROBE_BATCH, ReferenceFid, probe_images, unwrap
+from ganlib.training.step import StepContext, TaskStep, grad_norm, grad_norm_all, norm_stats
+
+GRID_PAIRS = 16  # inputs in the sample grid, each shown with G_ema's output
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -237,6 +248,205 @@ class ImagePool:
         self.generator.set_state(state["rng"])
 
 
+class Pix2PixStep(TaskStep):
+    """G forward on ``a`` (through DDP), D phase on (a, b) and (a, G(a)), G phase."""
+
+    def __init__(self, ctx: StepContext):
+        super().__init__(ctx)
+        t: TranslationConfig = ctx.task_cfg
+        self.losses = Pix2PixLoss(self.loss, t.l1_weight, t.adv_weight)
+
+    def step(self, step: int, want_log: bool) -> dict[str, Tensor]:
+        ctx = self.ctx
+        batch = ctx.next_batch()
+        a = batch["a"].to(ctx.device, non_blocking=True)  # [B, C, H, W]
+        b = batch["b"].to(ctx.device, non_blocking=True)
+        with ctx.autocast:
+            fake_b = ctx.G_ddp(a).float()
+        d_stats = self._d_phase(
+            lambda D: self.losses.d_real(D, a, b),
+            lambda D: self.losses.d_fake(D, a, fake_b),
+            want_log,
+        )
+
+        self._freeze_d()
+        with ctx.autocast:
+            loss_G, stats = self.losses.g(ctx.D["D"], a, b, fake_b)
+        ctx.opt_G.zero_grad(set_to_none=True)
+        loss_G.float().backward()
+        grad_norm_G = grad_norm(ctx.G) if want_log else None
+        ctx.opt_G.step()
+        return {
+            **d_stats,
+            "loss_G": loss_G.detach().float(),
+            "l1": stats["l1"].float(),
+            "adv": stats["adv"].float(),
+            **norm_stats(self.grad_norm_D, grad_norm_G, ctx.device),
+        }
+
+
+class CycleGANStep(TaskStep):
+    """Unpaired A and B: both generators in one DDP forward, then D_A and D_B (each real and
+    pooled fake, one forward and backward each), then G's adversarial, cycle and identity
+    losses with both D frozen."""
+
+    def __init__(self, ctx: StepContext):
+        super().__init__(ctx)
+        t: TranslationConfig = ctx.task_cfg
+        self.losses = CycleGANLoss(self.loss, t.cycle_weight, t.identity_weight, t.adv_weight)
+        base = ctx.seed * 7919 + ctx.rank * 104729  # each rank its own pool randomness
+        self.pools = {"A": ImagePool(t.pool_size, base + 1), "B": ImagePool(t.pool_size, base + 2)}
+
+    def images_per_step(self) -> int:
+        return 2 * self.ctx.cfg.batch_size  # one from each domain
+
+    def extra_state(self) -> dict[str, Any]:
+        return {f"pool_{k}": pool.state_dict() for k, pool in self.pools.items()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        for k, pool in self.pools.items():
+            if f"pool_{k}" in state:
+                pool.load_state_dict(state[f"pool_{k}"])
+
+    def step(self, step: int, want_log: bool) -> dict[str, Tensor]:
+        ctx = self.ctx
+        batch = ctx.next_batch()
+        a = batch["a"].to(ctx.device, non_blocking=True)  # [B, C, H, W]
+        b = batch["b"].to(ctx.device, non_blocking=True)
+        with ctx.autocast:
+            out = ctx.G_ddp(a, b, identity=self.losses.identity)
+        out = type(out)(*(None if t is None else t.float() for t in out))
+        self._train_d()
+        ctx.opt_D.zero_grad(set_to_none=True)
+        loss_D = torch.zeros((), device=ctx.device)
+        logits = {}
+        for name, real, fake in (("D_A", a, out.fake_a), ("D_B", b, out.fake_b)):
+            pooled = self.pools[name[-1]].query(fake)
+            with ctx.autocast:
+                loss_real, logits[f"{name}_real"] = self.losses.d_real(ctx.D_ddp[name], real)
+            # The reference halves each D's loss: D learns slower than G.
+            loss_D = loss_D + self._d_backward(0.5 * loss_real.float())
+            with ctx.autocast:
+                loss_fake, logits[f"{name}_fake"] = self.losses.d_fake(ctx.D_ddp[name], pooled)
+            loss_D = loss_D + self._d_backward(0.5 * loss_fake.float())
+        grad_norm_D = grad_norm_all(ctx.D.values()) if want_log else None
+        ctx.opt_D.step()
+
+        self._freeze_d()
+        with ctx.autocast:
+            loss_G, stats = self.losses.g(ctx.D["D_A"], ctx.D["D_B"], a, b, out)
+        ctx.opt_G.zero_grad(set_to_none=True)
+        loss_G.float().backward()
+        grad_norm_G = grad_norm(ctx.G) if want_log else None
+        ctx.opt_G.step()
+        mean = {k: v.detach().float().mean() for k, v in logits.items()}
+        return {
+            "loss_D": loss_D,
+            "loss_G": loss_G.detach().float(),
+            "D_real": (mean["D_A_real"] + mean["D_B_real"]) / 2,
+            "D_fake": (mean["D_A_fake"] + mean["D_B_fake"]) / 2,
+            **{k: v.float() for k, v in stats.items() if not k.endswith("_fake")},
+            **norm_stats(grad_norm_D, grad_norm_G, ctx.device),
+        }
+
+
+class TranslationProbe:
+    """Translation's probe: FID of ``G_AB`` applied to the first val images of domain A,
+    against the featurize stage's reference (domain B)."""
+
+    def __init__(self, featurize_dir: str | Path, shards: str | Path, num_images: int):
+        self.fid = ReferenceFid(featurize_dir)
+        self.images, _ = probe_images(shards, "a.png", num_images)
+
+    @torch.no_grad()
+    def __call__(self, G: nn.Module) -> float:
+        G = unwrap(G)
+        G_AB = translators(G)["AtoB"]
+        device = next(G.parameters()).device
+        with eval_mode(G):
+            fakes = [translate(G_AB, x.to(device)) for x in self.images.split(PROBE_BATCH)]
+        return self.fid(fakes)
+
+
+class Translation(ImageTask):
+    """The record of ``task: translation``: pix2pix (``mode: paired``) or CycleGAN
+    (``mode: unpaired``)."""
+
+    name = "translation"
+    section = "translation"
+    fields = ("a.png", "b.png")
+    wrong_fields = (
+        "task: translation needs (A, B) shards: use builtin:photos2art, imagefolder:PATH "
+        "with data.paired or data.unpaired (PATH/A, PATH/B), or parquet with "
+        "data.image_column_b; then run `dvc repro shard`"
+    )
+    probe_metric = "fid"
+    promotion_metric = "fid"
+    evaluator = "ganlib.evaluation.translation"
+    metric_label = "FID"
+
+    def model_config(self, cfg, task_cfg: TranslationConfig, info) -> dict:
+        C, R = info["channels"], info["resolution"]
+        if task_cfg.mode == "paired":
+            return UNetGenerator(C, C, cfg.width, resolution=R).config
+        return CycleGenerators(C, cfg.width, task_cfg.n_blocks, task_cfg.skip).config
+
+    def build_models(self, cfg, task_cfg: TranslationConfig, mcfg, info):
+        G, C = build_generator(mcfg), info["channels"]
+        if task_cfg.mode == "paired":
+            return G, {"D": PatchDiscriminator(2 * C, cfg.width)}
+        return G, {"D_A": PatchDiscriminator(C, cfg.width), "D_B": PatchDiscriminator(C, cfg.width)}
+
+    def make_step(self, ctx: StepContext) -> TaskStep:
+        return Pix2PixStep(ctx) if ctx.task_cfg.mode == "paired" else CycleGANStep(ctx)
+
+    def unpaired(self, task_cfg: TranslationConfig) -> bool:
+        return task_cfg.mode == "unpaired"
+
+    def grid_inputs(self, first_batch, seed: int, cfg, task_cfg):
+        """The first train images of domain A of epoch 0."""
+        return {"a": first_batch(GRID_PAIRS)["a"][:GRID_PAIRS].cpu()}
+
+    @torch.no_grad()
+    def grid_images(self, G: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+        """(input, G_AB's output) side by side."""
+        device = next(G.parameters()).device
+        shown = inputs["a"].to(device)
+        with eval_mode(G):
+            out = translate(translators(G)["AtoB"], shown)
+        pairs = torch.stack([shown, out], dim=1).flatten(0, 1)  # [2N, C, H, W]: in, out, ...
+        return pairs.float().cpu().clamp(-1, 1)
+
+    def make_probe(self, task_cfg, featurize_dir, shards, num_images: int, seed: int):
+        return TranslationProbe(featurize_dir, shards, num_images)
+
+    def headline(self, m) -> str:
+        return (
+            f"FID {m['fid']:.3f} (identity {m['identity_fid']:.3f}), PSNR {m['psnr']:.2f} dB "
+            f"(identity {m['identity_psnr']:.2f})"
+        )
+
+    def signature(self, meta):
+        """``image`` (PNG bytes), ``direction`` (string, optional) -> ``uint8 [-1, -1, -1, C]``."""
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema, TensorSpec
+
+        inputs = Schema(
+            [ColSpec("binary", "image"), ColSpec("string", "direction", required=False)]
+        )
+        shape = (-1, -1, -1, int(meta["channels"]))
+        return ModelSignature(inputs, Schema([TensorSpec(np.dtype(np.uint8), shape)]))
+
+    def input_example(self, meta):
+        import pandas as pd
+
+        image = self.example_image(meta)
+        return pd.DataFrame({"image": [image, image]})
+
+    def predict(self, G, meta, frame):
+        return predict_frame(G, meta, frame)
+
+
 # -- inference on users' images ---------------------------------------------------------------
 
 # The largest input predict_frame takes (4096 x 4096): G's activations grow with the area, and
@@ -296,8 +506,8 @@ def predict_frame(G: nn.Module, meta: dict[str, Any], frame: pd.DataFrame) -> np
     out = np.empty((len(arrays), *arrays[0].shape), np.uint8)  # [N, H, W, C]
     device = next(G.parameters()).device
     for i, (arr, direction) in enumerate(zip(arrays, directions, strict=True)):
-        x = torch.tensor(arr).permute(2, 0, 1)[None].to(device, torch.float32)  # [1, C, H, W]
-        out[i] = to_uint8(translate(nets[direction], x / 127.5 - 1))[0]  # [H, W, C]
+        x = from_uint8(arr[None]).to(device)  # [1, C, H, W] in [-1, 1]
+        out[i] = to_uint8(translate(nets[direction], x))[0]  # [H, W, C]
     return out
 
 
@@ -318,3 +528,6 @@ def _directions(frame: pd.DataFrame, nets: dict[str, nn.Module]) -> list[str]:
             )
         out.append(direction)
     return out
+
+
+TASK = Translation()

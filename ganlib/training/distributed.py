@@ -1,4 +1,4 @@
-"""Ray Train glue: the worker session, the ``TorchTrainer`` run, and the run's identity.
+"""Ray Train glue: the worker session and the ``TorchTrainer`` run.
 
 The loop (:mod:`ganlib.training.loop`) is plain PyTorch; this module is the only place that
 knows about ``ray.train``. Backend: ``TorchTrainer`` picks gloo on CPU and NCCL on GPU.
@@ -9,43 +9,16 @@ crashed worker group is restarted from the last checkpoint up to ``train.max_fai
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ganlib.config import TrainConfig, to_dict
+from ganlib.artifacts import load_checkpoint, save_checkpoint
+from ganlib.config import TrainConfig
 from ganlib.errors import GanlibError
-from ganlib.training.checkpoint import load_checkpoint, save_checkpoint
 from ganlib.training.loop import RunSpec, train
-
-# Train settings that do not change what is computed: changing them continues the same run
-# (raising ``steps`` trains an existing run further) instead of starting a new one.
-NOT_IDENTITY = (
-    "steps",
-    "ckpt_every",
-    "log_every",
-    "sample_every",
-    "max_failures",
-    "loader_workers",
-    "cpus_per_worker",
-)
-
-
-def run_identity(
-    cfg: TrainConfig, seed: int, data_fingerprint: str, task_config: dict | None = None
-) -> str:
-    """A hash of everything that defines a training run; checkpoints resume only within one.
-    ``task_config`` is the task's own section (``Params.task_config()``, with its name)."""
-    train = {k: v for k, v in to_dict(cfg).items() if k not in NOT_IDENTITY}
-    what = {"train": train, "seed": seed, "data": data_fingerprint}
-    if task_config:  # generation runs keep the hash they had before tasks existed
-        what["task"] = task_config
-    blob = json.dumps(what, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class RayTrainSession:

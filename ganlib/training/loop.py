@@ -1,6 +1,6 @@
 """The one GAN training loop of every task, organised by phase: the task's step (its D and G
-phases, :mod:`ganlib.training.tasks`), EMA, log, snapshot, checkpoint. It runs the same in a
-plain process and in every Ray Train worker; where it runs is a
+phases, :meth:`ganlib.tasks.base.Task.make_step`), EMA, log, snapshot, checkpoint. It runs the
+same in a plain process and in every Ray Train worker; where it runs is a
 :class:`~ganlib.training.session.Session`.
 
 DDP notes (see FIELD_NOTES): G and D have separate DDP wrappers. Every D forward (real, fake,
@@ -20,6 +20,7 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ganlib.artifacts import checkpoint_state, rng_state, set_rng_state
 from ganlib.config import InpaintingConfig, TrainConfig, TranslationConfig, to_dict
 from ganlib.data.loader import ShardLoader
 from ganlib.data.shards import dataset_info
-from ganlib.models import build_generator
 from ganlib.models.ema import ema_beta, ema_copy, ema_update
-from ganlib.training import tasks
-from ganlib.training.checkpoint import rng_state, set_rng_state
+from ganlib.tasks import get_task
+from ganlib.tasks.base import Task
 from ganlib.training.session import Session, all_gather_object, all_reduce_mean
+from ganlib.training.step import StepContext, TaskStep
 
 EMA_RAMPUP = 0.05  # G_ema's half-life is at most this share of the images seen so far
 BASE_COLUMNS = ("step", "epoch", "kimg", "loss_D", "loss_G", "D_real", "D_fake")
@@ -47,8 +49,8 @@ class RunSpec:
     train: TrainConfig
     seed: int
     shards: str  # absolute path of the shard directory (workers run in another cwd)
-    identity: str  # hash of what makes two runs the same run; see ganlib.training.distributed
-    task: str = "generation"
+    identity: str  # hash of what makes two runs the same run; see ganlib.training.run
+    task: str = "generation"  # a name of ganlib.tasks.TASKS
     task_cfg: InpaintingConfig | TranslationConfig | None = None  # the task's own section
     mlflow_uri: str | None = None
     mlflow_run_id: str | None = None
@@ -56,12 +58,6 @@ class RunSpec:
     probe_fakes: int = 500  # images per probe
     fail_at_step: int | None = None  # tests: the last rank dies once at this step
     fail_marker: str | None = None  # file that makes the injected failure happen only once
-
-
-def model_config(cfg: TrainConfig, info: dict[str, Any]) -> dict[str, Any]:
-    """The generation generator's rebuild config (see :func:`ganlib.training.tasks.model_config`
-    for every task)."""
-    return tasks.model_config("generation", cfg, None, info)
 
 
 class DataCursor:
@@ -85,29 +81,84 @@ class DataCursor:
             return out
 
 
+def build_models(
+    task: Task, cfg: TrainConfig, task_cfg: Any, info: dict[str, Any], seed: int
+) -> tuple[dict[str, Any], nn.Module, dict[str, nn.Module]]:
+    """``(G's saved config, G, {name: D})``, fresh from ``seed``: the same on every rank."""
+    mcfg = task.model_config(cfg, task_cfg, info)
+    torch.manual_seed(seed)
+    G, Ds = task.build_models(cfg, task_cfg, mcfg, info)
+    return mcfg, G, Ds
+
+
+def joint(Ds: dict[str, nn.Module]) -> nn.Module:
+    """What checkpoints and ``opt_D`` hold: the one D, or every D in a ModuleDict."""
+    return Ds["D"] if len(Ds) == 1 else nn.ModuleDict(Ds)
+
+
+def optimizers(cfg: TrainConfig, G: nn.Module, D: nn.Module) -> tuple[torch.optim.Adam, ...]:
+    betas = (cfg.beta1, cfg.beta2)
+    return (
+        torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=betas),
+        torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas),
+    )
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when asked for; the CPU path stays fp32."""
+    if cfg.precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def plain_step(
+    task_name: str,
+    cfg: TrainConfig,
+    task_cfg: Any,
+    info: dict[str, Any],
+    next_batch: Callable[[], dict[str, Any]],
+    *,
+    seed: int = 0,
+) -> TaskStep:
+    """A task's training step over fresh models and optimisers in this process (one rank, no
+    DDP, on the CPU): the object the loop runs, for benchmarks to time.
+
+    ``info`` needs ``resolution``, ``channels`` and ``classes`` (as ``dataset_info`` gives
+    them); ``next_batch()`` returns a loader batch.
+    """
+    task = get_task(task_name)
+    _, G, Ds = build_models(task, cfg, task_cfg, info, seed)
+    opt_G, opt_D = optimizers(cfg, G, joint(Ds))
+    device = torch.device("cpu")
+    ctx = StepContext(
+        cfg=cfg, task_cfg=task_cfg, seed=seed, rank=0, world=1, device=device,
+        next_batch=next_batch, G=G, G_ddp=G, D=Ds, D_ddp=Ds, opt_G=opt_G, opt_D=opt_D,
+        autocast=autocast_for(cfg, device),
+    )  # fmt: skip
+    return task.make_step(ctx)
+
+
 def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     """Train until ``spec.train.steps``, resuming from the session's last checkpoint when it
     has the same ``identity``. Returns the final step, ``diverged_at`` (the step where a loss
     stopped being finite, else None) and this rank's unwrapped ``G``, ``D`` and ``G_ema``."""
-    cfg = spec.train
+    cfg, task = spec.train, get_task(spec.task)
     device = session.device
     rank, world = session.rank, session.world_size
     if device.type == "cpu":
         torch.set_num_threads(cfg.cpus_per_worker)
     info = dataset_info(spec.shards)
-    mcfg = tasks.model_config(spec.task, cfg, spec.task_cfg, info)
     B = cfg.batch_size
 
     # -- models and state: the same initial weights on every rank ------------------------------
-    torch.manual_seed(spec.seed)
-    G, Ds = tasks.build_models(spec.task, cfg, spec.task_cfg, mcfg, info["channels"])
-    D = Ds["D"] if len(Ds) == 1 else nn.ModuleDict(Ds)  # what checkpoints and opt_D hold
+    mcfg, G, Ds = build_models(task, cfg, spec.task_cfg, info, spec.seed)
+    D = joint(Ds)
     G_ema = ema_copy(G)
     counters = {"step": 0, "epoch": 0, "batch": 0, "images_seen": 0, "wall_s": 0.0}
     history: list[dict[str, float]] = []
     resumed_from: list[int] = []  # the steps this run was resumed at (restarts, re-runs)
     state = session.load_latest()
-    if state is not None and state.get("identity") != spec.identity:
+    if state is not None and state["identity"] != spec.identity:
         state = None  # another configuration's checkpoint: start over
     if state is not None and state["step"] > cfg.steps:
         state = None  # fewer steps than already trained: the shorter run is a new one
@@ -124,33 +175,28 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     if cfg.channels_last and device.type == "cuda":
         for m in (G, D, G_ema):
             m.to(memory_format=torch.channels_last)
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    opt_G, opt_D = optimizers(cfg, G, D)
 
-    loader = ShardLoader(
-        spec.shards,
-        batch_size=B,
-        rank=rank,
-        world_size=world,
-        num_workers=cfg.loader_workers,
-        seed=spec.seed,
-        unpaired=spec.task == "translation" and spec.task_cfg.mode == "unpaired",
+    def loader(batch_size: int, rank: int, world: int, workers: int) -> ShardLoader:
+        return ShardLoader(
+            spec.shards, batch_size=batch_size, rank=rank, world_size=world,
+            num_workers=workers, seed=spec.seed, unpaired=task.unpaired(spec.task_cfg),
+        )  # fmt: skip
+
+    def first_batch(n: int) -> dict[str, Any]:  # the first train samples of epoch 0
+        first = loader(min(n, info["train_samples"]), 0, 1, 0)
+        first.set_epoch(0)
+        return next(iter(first))
+
+    cursor = DataCursor(
+        loader(B, rank, world, cfg.loader_workers), counters["epoch"], counters["batch"]
     )
-    cursor = DataCursor(loader, counters["epoch"], counters["batch"])
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if cfg.precision == "bf16" and device.type == "cuda"
-        else contextlib.nullcontext()
-    )
-    if state is not None and "grid_inputs" in state:
+    if state is not None:
         grid = state["grid_inputs"]
-    else:  # image tasks: the first train images of epoch 0, the same for every run of the data
-        first = {} if spec.task == "generation" else _first_batch(spec, info["train_samples"])
-        grid = tasks.grid_inputs(spec.task, first, spec.seed, cfg.z_dim, spec.task_cfg)
-    fixed_y = grid_labels(mcfg.get("num_classes", 0))
-    step_fn = tasks.make_step(
-        spec.task,
-        tasks.StepContext(
+    else:  # the same for every run of the data
+        grid = task.grid_inputs(first_batch, spec.seed, cfg, spec.task_cfg)
+    step_fn = task.make_step(
+        StepContext(
             cfg=cfg,
             task_cfg=spec.task_cfg,
             seed=spec.seed,
@@ -164,8 +210,8 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
             D_ddp=D_ddp,
             opt_G=opt_G,
             opt_D=opt_D,
-            autocast=autocast,
-        ),
+            autocast=autocast_for(cfg, device),
+        )  # fmt: skip
     )
     if state is not None:
         opt_G.load_state_dict(state["opt_G"])
@@ -173,13 +219,17 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         rngs = state["rng"]
         if len(rngs) == world:
             set_rng_state(rngs[rank])
-            step_fn.load_extra_state(state.get("extra", [{}] * world)[rank])
+            step_fn.load_extra_state(state["extra"][rank])
         else:  # resumed on another world size: continue, but not bit-exactly
             torch.manual_seed(spec.seed * 7919 + rank * 104729 + counters["step"])
     else:
         torch.manual_seed(spec.seed * 7919 + rank * 104729)  # each rank draws its own z
     tracker = _Tracker(spec) if rank == 0 else None
-    probe = make_probe(spec) if rank == 0 else None
+    probe = None
+    if rank == 0 and spec.probe_dir is not None:
+        probe = task.make_probe(
+            spec.task_cfg, Path(spec.probe_dir), Path(spec.shards), spec.probe_fakes, spec.seed
+        )
 
     def snapshot() -> dict[str, Any]:
         # RNG states of every rank, so that each rank resumes its own stream exactly.
@@ -187,27 +237,27 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         extra = all_gather_object(step_fn.extra_state())
         if rank != 0:
             return {}
-        return {
-            "identity": spec.identity,
-            "task": spec.task,
-            "task_config": to_dict(spec.task_cfg) if spec.task_cfg is not None else {},
-            "resolution": info["resolution"],
-            "channels": info["channels"],
-            "model_config": mcfg,
-            "classes": info["classes"],
-            "train_config": to_dict(cfg),
-            "G": _cpu(G.state_dict()),
-            "D": _cpu(D.state_dict()),
-            "G_ema": _cpu(G_ema.state_dict()),
-            "opt_G": opt_G.state_dict(),
-            "opt_D": opt_D.state_dict(),
-            "rng": rngs,
-            "extra": extra,
-            "history": history,
-            "resumed_from": resumed_from,
-            "grid_inputs": grid,
+        return checkpoint_state(
+            identity=spec.identity,
+            task=spec.task,
+            task_config=to_dict(spec.task_cfg) if spec.task_cfg is not None else {},
+            resolution=info["resolution"],
+            channels=info["channels"],
+            model_config=mcfg,
+            classes=info["classes"],
+            train_config=to_dict(cfg),
+            G=_cpu(G.state_dict()),
+            D=_cpu(D.state_dict()),
+            G_ema=_cpu(G_ema.state_dict()),
+            opt_G=opt_G.state_dict(),
+            opt_D=opt_D.state_dict(),
+            rng=rngs,
+            extra=extra,
+            history=history,
+            resumed_from=resumed_from,
+            grid_inputs=grid,
             **counters,  # step, epoch and batch (the data cursor), images seen, wall time
-        }
+        )
 
     window_t0, window_images = time.perf_counter(), 0
     session_t0 = time.perf_counter()
@@ -259,7 +309,7 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
 
         # -- snapshot: the fixed-input grid, over time ----------------------------------------
         if tracker and (step % cfg.sample_every == 0 or step == cfg.steps):
-            tracker.log_grid(tasks.grid_images(spec.task, G_ema, grid, fixed_y), step)
+            tracker.log_grid(task.grid_images(G_ema, grid), step)
 
         # -- checkpoint: every rank reports, rank 0 with the state -----------------------------
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
@@ -269,9 +319,9 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
             if history:
                 metrics.update({k: v for k, v in history[-1].items() if v is not None})
             if probe is not None:  # rank 0 only: Ray Train and Tune read rank 0's metrics
-                metrics[probe.metric] = probe(G_ema)
+                metrics[task.probe_metric] = probe(G_ema)
                 if tracker:
-                    tracker.log_metrics({probe.metric: metrics[probe.metric]}, step)
+                    tracker.log_metrics({task.probe_metric: metrics[task.probe_metric]}, step)
             session.report(metrics, snap or None)
             last_ckpt_step = step
 
@@ -282,50 +332,12 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     return {"step": counters["step"], "diverged_at": None, "G": G, "D": D, "G_ema": G_ema}
 
 
-def _first_batch(spec: RunSpec, train_samples: int) -> dict[str, Any]:
-    loader = ShardLoader(
-        spec.shards,
-        batch_size=min(tasks.GRID_PAIRS, train_samples),
-        rank=0,
-        world_size=1,
-        num_workers=0,
-        seed=spec.seed,
-        unpaired=spec.task == "translation" and spec.task_cfg.mode == "unpaired",
-    )
-    loader.set_epoch(0)
-    return next(iter(loader))
-
-
 def history_columns(history: list[dict[str, Any]]) -> list[str]:
     """The columns of ``train/history.csv``: the shared ones, then each task's, in order."""
     columns = list(BASE_COLUMNS)
     for row in history:
         columns += [k for k in row if k not in columns]
     return columns
-
-
-def grid_labels(num_classes: int) -> torch.Tensor | None:
-    """The class of each grid cell (cycling through the classes), None for unconditional G."""
-    return torch.arange(tasks.GRID) % num_classes if num_classes else None
-
-
-def generator_from_checkpoint(state: dict[str, Any]) -> torch.nn.Module:
-    """Rebuild G_ema from a checkpoint's data (no pickled code) in eval mode."""
-    G = build_generator(state["model_config"])
-    G.load_state_dict(state["G_ema"])
-    return G.eval().requires_grad_(False)
-
-
-def make_probe(spec: RunSpec):
-    """The cheap in-training probe of ``spec.probe_dir``'s extractor for the run's task, or
-    None without one: ``probe(G_ema) -> float``, named ``probe.metric``, lower is better."""
-    if spec.probe_dir is None:
-        return None
-    from ganlib.metrics.probe import task_probe
-
-    return task_probe(
-        spec.task, spec.task_cfg, spec.probe_dir, spec.shards, spec.probe_fakes, spec.seed
-    )
 
 
 def _cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

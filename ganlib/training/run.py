@@ -7,6 +7,7 @@ and under ``ray job submit`` on a cluster alike.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -16,15 +17,14 @@ from typing import Any
 import torch
 
 from ganlib import tracking
+from ganlib.artifacts import generator_from_checkpoint
 from ganlib.config import Params, flatten, to_dict
 from ganlib.data.shards import dataset_info
 from ganlib.errors import GanlibError
 from ganlib.grid import save_grid
-from ganlib.metrics.probe import PROBE_METRICS
-from ganlib.models import SUPPORTED_RESOLUTIONS
-from ganlib.training.distributed import fit, run_identity
-from ganlib.training.loop import RunSpec, generator_from_checkpoint, grid_labels, history_columns
-from ganlib.training.tasks import grid_images
+from ganlib.tasks import get_task
+from ganlib.training.distributed import fit
+from ganlib.training.loop import RunSpec, history_columns
 
 SHARDS = Path("data/shards")
 RUNS = Path("runs")
@@ -51,7 +51,8 @@ def preflight(params: Params, project: Path, *, local: bool) -> dict[str, Any]:
     if not (shards / "manifest.parquet").is_file():
         raise GanlibError(f"{shards}: missing shards; run `dvc repro shard` first")
     info = dataset_info(shards)
-    check_task(params, info)
+    task = get_task(params.task)
+    task.check(cfg, task.config(params), info)
     global_batch = cfg.batch_size * cfg.num_workers
     if info["train_samples"] < global_batch:
         raise GanlibError(
@@ -63,51 +64,23 @@ def preflight(params: Params, project: Path, *, local: bool) -> dict[str, Any]:
     return info
 
 
-def check_task(params: Params, info: dict[str, Any]) -> None:
-    """The task, its model and the shards fit together (one-line errors)."""
-    cfg, task = params.train, params.task
-    if task == "generation":
-        supported = SUPPORTED_RESOLUTIONS[cfg.arch]
-        if info["resolution"] not in supported:
-            raise GanlibError(
-                f"data.resolution: {info['resolution']} is not supported by train.arch "
-                f"{cfg.arch} (supported: {', '.join(map(str, supported))})"
-            )
-        if cfg.conditional and not info["classes"]:
-            raise GanlibError("train.conditional: true needs labelled data; the shards have none")
-        if info["fields"] != ["png"]:
-            raise GanlibError(
-                "task: generation needs single-image shards; these hold (A, B) pairs "
-                "for translation: set task: translation or re-shard another data.source"
-            )
-        return
-    for key in ("augment", "r1_gamma", "gp_weight", "conditional"):
-        default = getattr(type(cfg)(), key)
-        if getattr(cfg, key) != default:
-            raise GanlibError(f"train.{key}: applies to task: generation only; remove it")
-    if cfg.d_steps != 1:
-        raise GanlibError("train.d_steps: image-to-image tasks take one D step per G step; set 1")
-    if info["resolution"] < 24:
-        raise GanlibError(
-            f"data.resolution: {info['resolution']} is too small for the PatchGAN "
-            "discriminator of image-to-image tasks; use at least 24 (64 recommended)"
-        )
-    if task == "inpainting" and info["fields"] != ["png"]:
-        raise GanlibError(
-            "task: inpainting needs single-image shards; these hold (A, B) pairs: "
-            "set data.source to a folder or table of single images"
-        )
-    if task == "translation" and info["fields"] != ["a.png", "b.png"]:
-        raise GanlibError(
-            "task: translation needs (A, B) shards: use builtin:photos2art, imagefolder:PATH "
-            "with data.paired or data.unpaired (PATH/A, PATH/B), or parquet with "
-            "data.image_column_b; then run `dvc repro shard`"
-        )
-
-
 def data_fingerprint(shards: Path) -> str:
     """The manifest's hash: it lists every sample's key, split and sha256."""
     return hashlib.sha256((shards / "manifest.parquet").read_bytes()).hexdigest()
+
+
+def run_identity(params: Params, data_fingerprint: str) -> str:
+    """A hash of everything that defines a training run; checkpoints resume only within one.
+
+    The train settings and the task's section, without what only says how long, how often or
+    how it is run, or what is evaluated (:meth:`ganlib.config.Params.training_identity`), the
+    seed and the data. Generation runs keep the hash they had before tasks existed.
+    """
+    what = params.training_identity()
+    blob = {"train": what["train"], "seed": params.seed, "data": data_fingerprint}
+    if what["task"]:
+        blob["task"] = what["task"]
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def train_run(
@@ -124,12 +97,9 @@ def train_run(
     project = project.resolve()
     joining = ray.is_initialized() or bool(os.environ.get("RAY_ADDRESS"))
     info = preflight(params, project, local=not joining)
-    cfg = params.train
+    cfg, task = params.train, get_task(params.task)
     shards = project / SHARDS
-    task_identity = (
-        {"task": params.task, **params.task_config()} if params.task != "generation" else None
-    )
-    identity = run_identity(cfg, params.seed, data_fingerprint(shards), task_identity)
+    identity = run_identity(params, data_fingerprint(shards))
     name = f"train-{identity[:12]}"
     storage = project / RUNS
 
@@ -154,7 +124,7 @@ def train_run(
         train=cfg,
         seed=params.seed,
         task=params.task,
-        task_cfg=getattr(params, params.task) if params.task != "generation" else None,
+        task_cfg=task.config(params),
         shards=str(shards),
         identity=identity,
         mlflow_uri=tracking.resolve_uri(params.mlflow.tracking_uri, project),
@@ -175,7 +145,7 @@ def train_run(
         raise
     wall = time.perf_counter() - t0
     summary = summarize(state, wall, run_id, info)
-    metric = PROBE_METRICS[params.task]
+    metric = task.probe_metric
     if metric in last:  # in-training, on few images; eval/ has the real numbers
         summary[f"{metric}_probe"] = round(float(last[metric]), 4)
     numbers = {f"summary/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
@@ -219,7 +189,5 @@ def write_samples(state: dict[str, Any], path: Path) -> Path:
     """``train/samples.png``: G_ema on the run's fixed grid inputs (noise, or input images
     shown next to their outputs)."""
     G = generator_from_checkpoint(state)
-    task = state.get("task", "generation")
-    y = grid_labels(state["model_config"].get("num_classes", 0))
-    scale = max(1, 128 // state.get("resolution", state["model_config"].get("resolution", 64)))
-    return save_grid(grid_images(task, G, state["grid_inputs"], y), path, scale=scale)
+    images = get_task(state["task"]).grid_images(G, state["grid_inputs"])
+    return save_grid(images, path, scale=max(1, 128 // state["resolution"]))

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from ganlib.training.checkpoint import load_checkpoint, save_checkpoint
+from ganlib.artifacts import load_checkpoint, save_checkpoint
 
 
 class Session(Protocol):

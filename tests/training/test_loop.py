@@ -7,9 +7,8 @@ import dataclasses
 import pytest
 import torch
 
+from ganlib.artifacts import export_generator, load_checkpoint, load_generator
 from ganlib.config import TrainConfig
-from ganlib.sampling import export_generator, load_generator
-from ganlib.training.checkpoint import load_checkpoint
 from ganlib.training.loop import RunSpec, train
 from ganlib.training.session import LocalSession
 

@@ -46,3 +46,51 @@ def test_conditional_needs_labels(tmp_path):
     params = Params.from_dict({"train": {"batch_size": 4, "conditional": True}})
     with pytest.raises(GanlibError, match="train.conditional: true needs labelled data"):
         preflight(params, project_with(tmp_path / "shards", tmp_path / "p"), local=True)
+
+
+def test_the_run_identity_covers_what_changes_training_only(digit_shards, tmp_path):
+    """An evaluate-only key (``inpainting.eval_images``), the step count or the logging
+    intervals keep the run (a re-run resumes it); a loss weight, a learning rate or the seed
+    make another."""
+    from ganlib.training.run import run_identity
+
+    base = {"task": "inpainting", "inpainting": {"eval_images": 400}}
+    same = [
+        {"task": "inpainting", "inpainting": {"eval_images": 24}},
+        {**base, "train": {"steps": 99, "log_every": 5, "ckpt_every": 7}},
+        {**base, "eval": {"num_fake": 10}, "translation": {"eval_images": 3}},
+    ]
+    other = [
+        {**base, "inpainting": {"adv_weight": 0.5}},
+        {**base, "train": {"lr_g": 1e-3}},
+        {**base, "seed": 1},
+        {"task": "translation"},
+    ]
+    identity = run_identity(Params.from_dict(base), "data")
+    assert all(run_identity(Params.from_dict(raw), "data") == identity for raw in same)
+    assert all(run_identity(Params.from_dict(raw), "data") != identity for raw in other)
+    assert run_identity(Params.from_dict(base), "other data") != identity
+
+
+def test_changing_an_eval_only_key_resumes_the_run(photo_shards, tmp_path):
+    """The loop resumes the checkpoint of a run whose only change is an evaluate-only key."""
+    from ganlib.artifacts import load_checkpoint
+    from ganlib.training.loop import RunSpec, train
+    from ganlib.training.run import run_identity
+    from ganlib.training.session import LocalSession
+
+    def spec(steps: int, eval_images: int) -> RunSpec:
+        params = Params.from_dict({
+            "task": "inpainting",
+            "inpainting": {"eval_images": eval_images, "gated": False, "fm_weight": 0.0},
+            "train": {"width": 8, "batch_size": 8, "steps": steps, "ckpt_every": 2},
+        })  # fmt: skip
+        return RunSpec(
+            train=params.train, seed=0, shards=str(photo_shards), task="inpainting",
+            task_cfg=params.inpainting, identity=run_identity(params, "data"),
+        )  # fmt: skip
+
+    session = LocalSession(tmp_path, device="cpu")
+    train(spec(2, eval_images=400), session)
+    train(spec(4, eval_images=24), session)
+    assert load_checkpoint(sorted(tmp_path.glob("checkpoint_*"))[-1])["resumed_from"] == [2]

@@ -1,0 +1,159 @@
+"""What a task is: the one record that the loop, the stages, the registry and the CLI ask.
+
+A task (noise -> image, image + mask -> image, image A -> image B) is a :class:`Task`: one
+instance per task module (:mod:`ganlib.tasks.generation`, :mod:`~ganlib.tasks.inpainting`,
+:mod:`~ganlib.tasks.translation`), collected in :data:`ganlib.tasks.TASKS`, the only place a
+task's name is looked up. Everything that differs between tasks is a method or an attribute
+here; nothing outside ``ganlib/tasks/`` compares a task's name. Within its own module a task
+decides its own variants (translation: pix2pix or CycleGAN, by ``translation.mode``).
+
+The heavy parts (the evaluators, MLflow's schema types) are imported inside the methods that
+need them, so that training and serving import only what they run.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from torch import Tensor, nn
+
+from ganlib.config import Params, TrainConfig
+from ganlib.errors import GanlibError
+from ganlib.training.step import StepContext, TaskStep
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import ModelSignature
+
+Probe = Callable[[nn.Module], float]  # probe(G_ema) -> value, lower is better
+
+
+class Task:
+    """One task's record. Subclasses set the attributes and implement the methods."""
+
+    name: ClassVar[str]  # the value of ``task`` in params.yaml
+    section: ClassVar[str | None] = None  # the params section it owns (``Params.<section>``)
+    fields: ClassVar[tuple[str, ...]]  # the shards' image fields it trains on
+    probe_metric: ClassVar[str]  # the in-training probe's name (MLflow, ASHA); lower is better
+    promotion_metric: ClassVar[str]  # the eval/metrics.json number the registry ranks by
+    metric_label: ClassVar[str]  # how the promotion metric reads in messages ("FID")
+    # The evaluate stage's module for the task, named rather than imported: DVC re-runs a stage
+    # when a file it imports changes, and training must not depend on evaluation code (the
+    # evaluate stage imports every evaluator through ganlib.evaluation).
+    evaluator: ClassVar[str]
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def config(self, params: Params) -> Any:
+        """The task's own params section (``None`` for a task without one)."""
+        return getattr(params, self.section) if self.section else None
+
+    def check(self, cfg: TrainConfig, task_cfg: Any, info: Mapping[str, Any]) -> None:
+        """Raise a one-line GanlibError unless the train settings, the task's section and the
+        shards (``dataset_info``) fit together: the train stage's checks before Ray starts."""
+        raise NotImplementedError
+
+    # -- training --------------------------------------------------------------------------
+
+    def model_config(self, cfg: TrainConfig, task_cfg: Any, info: Mapping[str, Any]) -> dict:
+        """G's saved config for this run (what checkpoints and ``models/generator`` store)."""
+        raise NotImplementedError
+
+    def build_models(
+        self, cfg: TrainConfig, task_cfg: Any, mcfg: dict, info: Mapping[str, Any]
+    ) -> tuple[nn.Module, dict[str, nn.Module]]:
+        """A fresh ``G`` and its discriminators ``{name: D}`` (seed the global RNG first)."""
+        raise NotImplementedError
+
+    def make_step(self, ctx: StepContext) -> TaskStep:
+        """The task's training step over the loop's models and optimisers."""
+        raise NotImplementedError
+
+    def unpaired(self, task_cfg: Any) -> bool:
+        """Whether the loader draws the A and B images of a batch independently."""
+        return False
+
+    def grid_inputs(
+        self, first_batch: Callable[[int], dict[str, Any]], seed: int, cfg: TrainConfig, task_cfg
+    ) -> dict[str, Tensor]:
+        """The fixed inputs of the sample grid (stored in checkpoints); ``first_batch(n)``
+        gives the first ``n`` train samples of epoch 0, for tasks that show inputs."""
+        raise NotImplementedError
+
+    def grid_images(self, G: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+        """The sample grid's images, ``[N, C, H, W]`` on the CPU in [-1, 1]."""
+        raise NotImplementedError
+
+    def make_probe(
+        self, task_cfg: Any, featurize_dir: Path, shards: Path, num_images: int, seed: int
+    ) -> Probe:
+        """The in-training probe on ``num_images`` images (see :mod:`ganlib.training.probe`)."""
+        raise NotImplementedError
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def evaluate(
+        self, generator_dir: Path, shards: Path, featurize_dir: Path, params: Params, out: Path
+    ) -> dict[str, Any]:
+        """The evaluate stage: ``eval/metrics.json`` (with ``protocol``, ``protocol_hash``,
+        ``generator_step`` and ``promotion``, the :attr:`promotion_metric`'s value); writes
+        ``out/samples.png`` and ``out/sheets/``. Runs :attr:`evaluator`'s ``evaluate``."""
+        module = importlib.import_module(self.evaluator)
+        return module.evaluate(generator_dir, shards, featurize_dir, params, out)
+
+    def headline(self, metrics: Mapping[str, Any]) -> str:
+        """The evaluation in one line."""
+        raise NotImplementedError
+
+    # -- the registered model --------------------------------------------------------------
+
+    def signature(self, meta: Mapping[str, Any]) -> ModelSignature:
+        """The pyfunc's input and output schema (``meta`` of the exported generator)."""
+        raise NotImplementedError
+
+    def input_example(self, meta: Mapping[str, Any]) -> pd.DataFrame:
+        """A two-row example request."""
+        raise NotImplementedError
+
+    def predict(self, G: nn.Module, meta: Mapping[str, Any], frame: pd.DataFrame) -> np.ndarray:
+        """The pyfunc's and CLI's ``predict``: ``uint8 [N, H, W, C]``; one-line GanlibErrors
+        for bad input."""
+        raise NotImplementedError
+
+
+class ImageTask(Task):
+    """What the image-to-image tasks share: their checks (no generation-only settings; a
+    PatchGAN needs 24 pixels) and an example request of PNG images."""
+
+    wrong_fields: ClassVar[str]  # the one-line error for shards of other fields
+
+    def check(self, cfg: TrainConfig, task_cfg: Any, info: Mapping[str, Any]) -> None:
+        for key in ("augment", "r1_gamma", "gp_weight", "conditional"):
+            default = getattr(TrainConfig(), key)
+            if getattr(cfg, key) != default:
+                raise GanlibError(f"train.{key}: applies to task: generation only; remove it")
+        if cfg.d_steps != 1:
+            raise GanlibError(
+                "train.d_steps: image-to-image tasks take one D step per G step; set 1"
+            )
+        if info["resolution"] < 24:
+            raise GanlibError(
+                f"data.resolution: {info['resolution']} is too small for the PatchGAN "
+                "discriminator of image-to-image tasks; use at least 24 (64 recommended)"
+            )
+        if tuple(info["fields"]) != self.fields:
+            raise GanlibError(self.wrong_fields)
+
+    def example_image(self, meta: Mapping[str, Any]) -> bytes:
+        """A ``resolution``-sided ramp as PNG bytes, the example requests' image."""
+        import numpy as np
+
+        from ganlib.data.images import encode_png
+
+        R, C = int(meta["resolution"]), int(meta["channels"])
+        ramp = np.linspace(0, 255, R * R * C).astype(np.uint8).reshape(R, R, C)
+        return encode_png(ramp)

@@ -1,0 +1,264 @@
+"""Generation: noise (and an optional class label) -> image.
+
+G and D are one of the noise-to-image families of :data:`ganlib.models.ARCHITECTURES`
+(DCGAN, ResNet), optionally class-conditional. The step is :class:`GenerationStep`: a D phase
+(``d_steps`` times: real, fake, then R1 / WGAN-GP, with DiffAugment on both), then a G phase.
+The in-training probe is an FID of fixed noise against the train split (:class:`FidProbe`);
+the evaluate stage measures FID, KID, precision/recall, density/coverage (and for labelled
+data the classifier score and class coverage) next to a real-vs-real floor; the registry ranks
+by FID. The registered model draws images by seed (:func:`ganlib.sampling.generate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ganlib import losses
+from ganlib.config import TrainConfig
+from ganlib.data.augment import diff_augment
+from ganlib.errors import GanlibError
+from ganlib.models import SUPPORTED_RESOLUTIONS, build_gan
+from ganlib.models.base import eval_mode
+from ganlib.tasks.base import Task
+from ganlib.training.probe import PROBE_BATCH, ReferenceFid, unwrap
+from ganlib.training.step import StepContext, TaskStep, grad_norm, norm_stats
+
+GRID = 64  # samples in the 8x8 grid drawn from G_ema on fixed noise
+
+
+class GenerationStep(TaskStep):
+    """Noise -> image: D phase (``d_steps`` times: real, fake, then R1 / WGAN-GP), G phase."""
+
+    def __init__(self, ctx: StepContext):
+        super().__init__(ctx)
+        cfg = ctx.cfg
+        self.conditional = ctx.G.config["num_classes"] > 0
+        self.augment = (lambda x: diff_augment(x, cfg.augment)) if cfg.augment else (lambda x: x)
+
+    def images_per_step(self) -> int:
+        return self.ctx.cfg.batch_size * self.ctx.cfg.d_steps
+
+    def _batch(self) -> tuple[Tensor, Tensor | None]:
+        ctx = self.ctx
+        batch = ctx.next_batch()
+        real = batch["image"].to(ctx.device, non_blocking=True)  # [B, C, H, W] in [-1, 1]
+        if ctx.cfg.channels_last and ctx.device.type == "cuda":
+            real = real.contiguous(memory_format=torch.channels_last)
+        y = batch["label"].to(ctx.device) if self.conditional else None  # [B]
+        return real, y
+
+    def step(self, step: int, want_log: bool) -> dict[str, Tensor]:
+        ctx, cfg, loss_fns, augment = self.ctx, self.ctx.cfg, self.loss, self.augment
+        G, G_ddp, D, D_ddp = ctx.G, ctx.G_ddp, ctx.D["D"], ctx.D_ddp["D"]
+        B, device = cfg.batch_size, ctx.device
+        r1_due = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
+
+        # -- D phase: real, then detached fake; each forward followed by its own backward ----
+        self._train_d()
+        r1 = gp = torch.zeros((), device=device)
+        for _ in range(cfg.d_steps):
+            real, y = self._batch()
+            z = torch.randn(B, cfg.z_dim, device=device)
+            with torch.no_grad(), ctx.autocast:
+                fake = G(z, y).to(real.dtype)  # [B, C, H, W]; unwrapped G: no grads, no DDP
+            ctx.opt_D.zero_grad(set_to_none=True)
+            with ctx.autocast:
+                real_logits = D_ddp(augment(real), y).float()  # [B]
+            loss_D = self._d_backward(loss_fns.d_real(real_logits))
+            with ctx.autocast:
+                fake_logits = D_ddp(augment(fake), y).float()  # [B]
+            loss_D = loss_D + self._d_backward(loss_fns.d_fake(fake_logits))
+            # -- D regularisers, each with its own forward and backward. "0 * logits" puts
+            # every D parameter in the graph: DDP fails when a backward leaves some without a
+            # gradient (the last bias does not touch the input gradient) - as in StyleGAN2-ADA.
+            if cfg.gp_weight > 0:  # WGAN-GP on interpolates of real and fake
+                x_hat = losses.interpolate(real, fake)
+                gp_logits = D_ddp(x_hat, y).float()
+                gp = losses.gradient_penalty(gp_logits, x_hat)
+                (cfg.gp_weight * gp + 0 * gp_logits.sum()).backward()
+            if r1_due:  # lazy R1 on real images
+                real_r1 = real.detach().requires_grad_(True)
+                r1_logits = D_ddp(augment(real_r1), y).float()
+                r1 = losses.r1_penalty(r1_logits, real_r1)
+                (cfg.r1_gamma / 2 * cfg.r1_every * r1 + 0 * r1_logits.sum()).backward()
+            grad_norm_D = grad_norm(D) if want_log else None
+            ctx.opt_D.step()
+
+        # -- G phase: fool D; D frozen and unwrapped ------------------------------------------
+        self._freeze_d()
+        z = torch.randn(B, cfg.z_dim, device=device)
+        with ctx.autocast:
+            fake = G_ddp(z, y)
+            fake_logits_G = D(augment(fake), y).float()
+        loss_G = loss_fns.g_loss(fake_logits_G)
+        ctx.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        grad_norm_G = grad_norm(G) if want_log else None
+        ctx.opt_G.step()
+        return {
+            "loss_D": loss_D,
+            "loss_G": loss_G.detach(),
+            "D_real": real_logits.detach().mean(),
+            "D_fake": fake_logits.detach().mean(),
+            "r1": r1.detach(),
+            "gp": gp.detach(),
+            **norm_stats(grad_norm_D, grad_norm_G, device),
+        }
+
+
+class FidProbe:
+    """``probe(G, num_classes) -> FID`` of ``num_fake`` images of G against the reference.
+
+    ``featurize_dir`` holds the saved extractor and ``reference.npz`` (statistics of real
+    images). The noise ``z`` [num_fake, z_dim] is drawn on first use from a
+    ``torch.Generator`` seeded by ``seed`` (never the global RNG) and reused by every call;
+    conditional generators get the labels 0, 1, ..., K-1, 0, 1, ... in turn.
+    """
+
+    def __init__(self, featurize_dir: str | Path, *, num_fake: int = 500, seed: int = 0) -> None:
+        if num_fake < 2:
+            raise ValueError(f"num_fake must be >= 2, got {num_fake}")
+        self.fid = ReferenceFid(featurize_dir)
+        self.num_fake = num_fake
+        self.seed = seed
+        self._z: torch.Tensor | None = None  # [num_fake, z_dim] on the CPU
+
+    def noise(self, z_dim: int) -> torch.Tensor:
+        """The fixed noise ``[num_fake, z_dim]`` (CPU), the same for every call."""
+        if self._z is None or self._z.shape[1] != z_dim:
+            g = torch.Generator().manual_seed(self.seed)
+            self._z = torch.randn(self.num_fake, z_dim, generator=g)
+        return self._z
+
+    @property
+    def extractor(self):
+        return self.fid.extractor
+
+    @torch.no_grad()
+    def __call__(self, G: nn.Module, num_classes: int = 0) -> float:
+        """FID of G's images on the fixed noise; G runs in eval mode and gets its mode back.
+
+        ``G`` is a ganlib generator (``G(z, labels=None)``, ``G.config["z_dim"]``); a DDP
+        wrapper is unwrapped.
+        """
+        G = unwrap(G)
+        device = next(G.parameters()).device
+        z = self.noise(G.config["z_dim"])
+        labels = torch.arange(self.num_fake) % num_classes if num_classes > 0 else None
+        with eval_mode(G):
+            fakes = []  # [B, C, R, R] each, in [-1, 1]
+            for i in range(0, self.num_fake, PROBE_BATCH):
+                zb = z[i : i + PROBE_BATCH].to(device)  # [B, z_dim]
+                lb = None if labels is None else labels[i : i + PROBE_BATCH].to(device)  # [B]
+                fakes.append(G(zb, lb))
+        return self.fid(fakes)
+
+
+class Generation(Task):
+    """The record of ``task: generation``."""
+
+    name = "generation"
+    section = None
+    fields = ("png",)
+    probe_metric = "fid"
+    promotion_metric = "fid"
+    evaluator = "ganlib.evaluation.generation"
+    metric_label = "FID"
+
+    def check(self, cfg: TrainConfig, task_cfg: Any, info: Mapping[str, Any]) -> None:
+        supported = SUPPORTED_RESOLUTIONS[cfg.arch]
+        if info["resolution"] not in supported:
+            raise GanlibError(
+                f"data.resolution: {info['resolution']} is not supported by train.arch "
+                f"{cfg.arch} (supported: {', '.join(map(str, supported))})"
+            )
+        if cfg.conditional and not info["classes"]:
+            raise GanlibError("train.conditional: true needs labelled data; the shards have none")
+        if tuple(info["fields"]) != self.fields:
+            raise GanlibError(
+                "task: generation needs single-image shards; these hold (A, B) pairs "
+                "for translation: set task: translation or re-shard another data.source"
+            )
+
+    def model_config(self, cfg: TrainConfig, task_cfg: Any, info: Mapping[str, Any]) -> dict:
+        num_classes = len(info["classes"]) if cfg.conditional and info["classes"] else 0
+        return {
+            "arch": cfg.arch,
+            "z_dim": cfg.z_dim,
+            "resolution": info["resolution"],
+            "channels": info["channels"],
+            "width": cfg.width,
+            "num_classes": num_classes,
+        }
+
+    def build_models(
+        self, cfg: TrainConfig, task_cfg: Any, mcfg: dict, info: Mapping[str, Any]
+    ) -> tuple[nn.Module, dict[str, nn.Module]]:
+        G, D = build_gan(**mcfg)
+        return G, {"D": D}
+
+    def make_step(self, ctx: StepContext) -> TaskStep:
+        return GenerationStep(ctx)
+
+    def grid_inputs(
+        self, first_batch: Callable[[int], dict[str, Any]], seed: int, cfg: TrainConfig, task_cfg
+    ) -> dict[str, Tensor]:
+        return {"z": torch.randn(GRID, cfg.z_dim, generator=torch.Generator().manual_seed(seed))}
+
+    @torch.no_grad()
+    def grid_images(self, G: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+        """G's samples on the fixed noise; a conditional G cycles through its classes."""
+        device = next(G.parameters()).device
+        z = inputs["z"].to(device)
+        K = G.config["num_classes"]
+        y = (torch.arange(len(z)) % K).to(device) if K else None
+        with eval_mode(G):
+            return G(z, y).float().cpu().clamp(-1, 1)
+
+    def make_probe(self, task_cfg, featurize_dir, shards, num_images: int, seed: int):
+        fid = FidProbe(featurize_dir, num_fake=num_images, seed=seed)
+        return lambda G: fid(G, unwrap(G).config["num_classes"])
+
+    def headline(self, m: Mapping[str, Any]) -> str:
+        return (
+            f"FID {m['fid']:.3f} (floor {m['floor']['fid']:.3f}), KID {m['kid_mean']:.4f}, "
+            f"{m['protocol']['num_fake']} images"
+        )
+
+    def signature(self, meta: Mapping[str, Any]):
+        """``seed`` (long, required), ``label`` (long, optional) -> ``uint8 [-1, H, W, C]``.
+        Every generator takes the same columns; an unconditional one answers a ``label`` with
+        an error rather than MLflow dropping the column unseen."""
+        import numpy as np
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema, TensorSpec
+
+        R, C = int(meta["resolution"]), int(meta["channels"])
+        inputs = Schema([ColSpec("long", "seed"), ColSpec("long", "label", required=False)])
+        return ModelSignature(inputs, Schema([TensorSpec(np.dtype(np.uint8), (-1, R, R, C))]))
+
+    def input_example(self, meta: Mapping[str, Any]):
+        import pandas as pd
+
+        conditional = meta["model_config"]["num_classes"] > 0
+        example = {"seed": [0, 1], **({"label": [0, 1]} if conditional else {})}
+        return pd.DataFrame(example, dtype="int64")
+
+    def predict(self, G: nn.Module, meta: Mapping[str, Any], frame):
+        """Images by seed: an int ``seed`` column and, for conditional generators, an optional
+        int ``label`` column (see :func:`ganlib.sampling.generate`)."""
+        from ganlib.sampling import generate
+
+        if "seed" not in frame.columns:
+            have = ", ".join(map(str, frame.columns)) or "none"
+            raise GanlibError(f"seed: the input needs an int column 'seed'; it has {have}")
+        labels = frame["label"].tolist() if "label" in frame.columns else None
+        return generate(G, meta["model_config"], frame["seed"].tolist(), labels)
+
+
+TASK = Generation()

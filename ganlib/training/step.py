@@ -1,0 +1,125 @@
+"""What a task's training step is given, and what every step shares.
+
+The loop (:mod:`ganlib.training.loop`) owns everything tasks share: state and resume, the
+optimisers, EMA of G, logging, the finiteness check, checkpoints. A task's step
+(:meth:`ganlib.tasks.base.Task.make_step`, a :class:`TaskStep`) owns the rest: it runs one G
+update and the D update(s) before it, and returns its statistics (detached scalar tensors,
+the same names every step; ``loss_D`` and ``loss_G`` always).
+
+Every step keeps the DDP rule of the loop's docstring: each D forward is followed by its own
+backward; in the G phase D is used unwrapped with frozen parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ganlib import losses
+from ganlib.config import TrainConfig
+
+
+@dataclass
+class StepContext:
+    """What a task step works with; the loop fills it once models and optimisers exist."""
+
+    cfg: TrainConfig
+    task_cfg: Any  # InpaintingConfig | TranslationConfig | None
+    seed: int
+    rank: int
+    world: int
+    device: torch.device
+    next_batch: Callable[[], dict[str, Any]]
+    G: nn.Module
+    G_ddp: nn.Module
+    D: dict[str, nn.Module]
+    D_ddp: dict[str, nn.Module]
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    autocast: contextlib.AbstractContextManager
+
+
+class TaskStep:
+    """One training step of a task; see the module docstring."""
+
+    def __init__(self, ctx: StepContext):
+        self.ctx = ctx
+        self.loss = losses.LOSSES[ctx.cfg.loss]
+
+    def step(self, step: int, want_log: bool) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def images_per_step(self) -> int:
+        """Images this rank consumes per step."""
+        return self.ctx.cfg.batch_size
+
+    def extra_state(self) -> dict[str, Any]:
+        """Per-rank state beyond the RNGs that a resume needs (CycleGAN's image pools)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def _d_phase(
+        self,
+        real_loss: Callable[[nn.Module], tuple[Tensor, Tensor]],
+        fake_loss: Callable[[nn.Module], tuple[Tensor, Tensor]],
+        want_log: bool,
+    ) -> dict[str, Tensor]:
+        """The D update of a one-D task: real, then fake, each forward followed by its own
+        backward. ``real_loss(D)`` and ``fake_loss(D)`` return ``(loss, logits)``."""
+        ctx = self.ctx
+        self._train_d()
+        ctx.opt_D.zero_grad(set_to_none=True)
+        with ctx.autocast:
+            loss_real, real_logits = real_loss(ctx.D_ddp["D"])
+        loss_D = self._d_backward(loss_real.float())
+        with ctx.autocast:
+            loss_fake, fake_logits = fake_loss(ctx.D_ddp["D"])
+        loss_D = loss_D + self._d_backward(loss_fake.float())
+        self.grad_norm_D = grad_norm(ctx.D["D"]) if want_log else None
+        ctx.opt_D.step()
+        return {
+            "loss_D": loss_D,
+            "D_real": real_logits.detach().float().mean(),
+            "D_fake": fake_logits.detach().float().mean(),
+        }
+
+    def _d_backward(self, loss: Tensor) -> Tensor:
+        loss.backward()
+        return loss.detach()
+
+    def _freeze_d(self) -> None:
+        for D in self.ctx.D.values():
+            D.requires_grad_(False)
+        self.ctx.G.requires_grad_(True)
+
+    def _train_d(self) -> None:
+        self.ctx.G.requires_grad_(False)
+        for D in self.ctx.D.values():
+            D.requires_grad_(True)
+
+
+def grad_norm(module: nn.Module) -> float:
+    grads = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return torch.stack(grads).norm().item() if grads else 0.0
+
+
+def grad_norm_all(modules) -> float:
+    return float(np.sqrt(sum(grad_norm(m) ** 2 for m in modules)))
+
+
+def norm_stats(d: float | None, g: float | None, device: torch.device) -> dict[str, Tensor]:
+    """Gradient norms as stats (logged rows only; NaN marks "not measured this step")."""
+    if d is None:
+        return {}
+    return {
+        "grad_norm_D": torch.tensor(d, device=device),
+        "grad_norm_G": torch.tensor(g, device=device),
+    }
