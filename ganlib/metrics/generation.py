@@ -24,7 +24,6 @@ import torch
 from scipy import linalg
 from scipy.special import xlogy
 from torch import Tensor
-from torchmetrics.image.kid import poly_mmd
 
 # Rows of the [rows, N] distance blocks of the k-NN metrics: 1024 x 10k float32 = 40 MB.
 _CHUNK = 1024
@@ -89,6 +88,10 @@ def kid(
     many fake rows without replacement (clamped to the smaller set), from a generator seeded
     by ``seed`` (the global RNG is not used). float64 throughout.
     """
+    # Imported here: torchmetrics costs ~1 s to import, and every training process imports
+    # this module (the FID probe) without ever computing a KID.
+    from torchmetrics.image.kid import poly_mmd
+
     real_t = torch.as_tensor(np.asarray(real), dtype=torch.float64)  # [N, D]
     fake_t = torch.as_tensor(np.asarray(fake), dtype=torch.float64)  # [M, D]
     m = min(subset_size, len(real_t), len(fake_t))

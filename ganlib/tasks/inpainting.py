@@ -397,7 +397,7 @@ def predict_frame(G: nn.Module, meta: Mapping[str, Any], frame: pd.DataFrame) ->
     a mask whose size differs from its image's, a mask that is hole everywhere (nothing to
     inpaint from), and images of different sizes in one call.
     """
-    if meta.get("task") != "inpainting":
+    if meta["task"] != TASK.name:
         raise GanlibError(f"this is a {meta.get('task')} model, not an inpainting one")
     channels = int(meta["channels"])
     missing = [c for c in ("image", "mask") if c not in frame.columns]

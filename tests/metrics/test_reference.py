@@ -7,9 +7,7 @@ from ganlib.artifacts import save_extractor
 from ganlib.data.loader import iter_split
 from ganlib.errors import GanlibError
 from ganlib.featurize.classifier import train_classifier
-from ganlib.metrics.extractors import (
-    random_extractor,
-)
+from ganlib.metrics.extractors import random_extractor
 from ganlib.metrics.generation import mean_cov
 from ganlib.metrics.protocol import RANDOM_NOTE, protocol_card, protocol_hash
 from ganlib.metrics.reference import (

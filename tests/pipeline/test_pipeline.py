@@ -236,7 +236,7 @@ def test_exp_run_promotes_only_a_better_generator(project):
     assert int(client.get_model_version_by_alias("ganlib-digits", "champion").version) == 1
     assert json.loads((project / "train/summary.json").read_text())["mlflow_run_id"] != first
 
-    better = sh(project, str(BIN / "dvc"), "exp", "run", "-S", "train.steps=300")
+    better = sh(project, str(BIN / "dvc"), "exp", "run", "-S", "train.steps=100")
     assert better.returncode == 0, better.stdout[-3000:] + better.stderr[-3000:]
     record = json.loads((project / "register/model.json").read_text())
     assert (record["version"], record["alias"], record["previous_champion"]) == (3, "champion", 1)

@@ -8,9 +8,7 @@ import torch
 from ganlib.artifacts import save_extractor
 from ganlib.data.loader import iter_split
 from ganlib.data.pixels import quantize
-from ganlib.metrics.extractors import (
-    random_extractor,
-)
+from ganlib.metrics.extractors import random_extractor
 from ganlib.metrics.generation import fid_from_stats, mean_cov
 from ganlib.metrics.reference import (
     REFERENCE,

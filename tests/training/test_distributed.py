@@ -14,6 +14,7 @@ import torch
 from ganlib.config import TrainConfig
 from ganlib.training.distributed import RayTrainSession, fit
 from ganlib.training.loop import RunSpec, train
+from ganlib.training.session import LocalSession
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers can't import tests
 # Ray Train registers reported checkpoints when its controller polls the workers (every 2 s by
@@ -73,7 +74,10 @@ def test_ddp_keeps_ranks_identical(ray_local, digit_shards, tmp_path):
 
 
 def test_exact_resume_under_ray(ray_local, digit_shards, tmp_path):
-    straight, _ = fit(spec_for(digit_shards, steps=8), storage=tmp_path / "a", name="run")
+    """8 steps in a plain process and 4 + 4 steps under Ray Train, stopped and resumed from its
+    storage, give bit-identical weights (a Ray Train worker runs the same loop)."""
+    train(spec_for(digit_shards, steps=8), LocalSession(tmp_path / "a", device="cpu"))
+    straight = LocalSession(tmp_path / "a").load_latest()
     fit(spec_for(digit_shards, steps=4), storage=tmp_path / "b", name="run")
     resumed, _ = fit(spec_for(digit_shards, steps=8), storage=tmp_path / "b", name="run")
     assert resumed["resumed_from"] == [4]
