@@ -1,7 +1,7 @@
 """The evaluate stage's library: measure a generator under a protocol card.
 
 The extractor and its reference features come from the featurize stage
-(:mod:`ganlib.metrics.featurize`). ``evaluate_generator`` measures a generator against that
+(:mod:`ganlib.featurize`). ``evaluate_generator`` measures a generator against that
 reference under a protocol card, next to the real-vs-real floor: the val split measured
 against the same reference, with as many images as the generator gets, so that both numbers
 have the same card. See :mod:`ganlib.metrics.extractors` for the extractors and

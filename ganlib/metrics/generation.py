@@ -1,6 +1,6 @@
 """Generation metrics: numbers that compare generated images with real ones, in feature space.
 
-Every function takes features (``[N, D]`` arrays from :mod:`ganlib.metrics.features`) or class
+Every function takes features (``[N, D]`` arrays from :mod:`ganlib.metrics.reference`) or class
 probabilities (``[N, K]``) and returns a small ``dict[str, float]``:
 
 - :func:`fid` / :func:`fid_from_stats` -- Fréchet distance of Gaussians fitted to the features

@@ -11,7 +11,7 @@ with the "FID" block variants, whose pooling branches differ from torchvision's:
 
 Module and parameter names are those of torchvision's ``Inception3`` state dict, so the
 published weights file ``pt_inception-2015-12-05-6726825d.pth`` loads with ``strict=True``.
-The weights are never downloaded here: :func:`ganlib.metrics.features.load_inception` loads
+The weights are never downloaded here: :func:`ganlib.metrics.extractors.load_inception` loads
 them from a file the user supplies.
 """
 

@@ -1,5 +1,9 @@
 """Inpainting: G repairs the hole of a masked image, D judges (image, mask) pairs.
 
+The task's record is :class:`Inpainting` (``TASK``): a gated U-Net and a PatchGAN,
+:class:`InpaintingStep`, the hole-L1 probe :class:`HoleL1Probe`, the evaluator
+:mod:`ganlib.evaluation.inpainting` and the pyfunc's :func:`predict_frame`.
+
 Tensors: ``real`` ``[B, C, H, W]`` in [-1, 1] (the loader's range), ``mask`` ``[B, 1, H, W]``
 float, 1 on the hole (see :mod:`ganlib.data.masks`).
 

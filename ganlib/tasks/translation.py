@@ -1,5 +1,10 @@
 """Translation: G turns an image of domain A into one of domain B.
 
+The task's record is :class:`Translation` (``TASK``); its variant is ``translation.mode``:
+pix2pix (:class:`Pix2PixStep`) or CycleGAN (:class:`CycleGANStep`). The probe is
+:class:`TranslationProbe`, the evaluator :mod:`ganlib.evaluation.translation`, the pyfunc's
+:func:`predict_frame`.
+
 Tensors: ``a``, ``b`` ``[B, C, H, W]`` in [-1, 1] (the loader's range).
 
 - pix2pix (Isola et al. 2017), for (A, B) pairs: a U-Net ``G``; a PatchGAN ``D`` conditioned on
