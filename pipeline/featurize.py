@@ -20,7 +20,7 @@ from pipeline._stage import FEATURIZE, SHARDS
 def main() -> None:
     params = _stage.params()
     cfg = params.featurize
-    if cfg.kind == "inception" and not Path(cfg.inception_weights).is_file():
+    if cfg.inception_weights and not Path(cfg.inception_weights).is_file():
         raise GanlibError(
             f"featurize.inception_weights: {cfg.inception_weights} does not exist; give the "
             "path of pt_inception-2015-12-05-6726825d.pth (it is never downloaded)"

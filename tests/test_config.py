@@ -52,7 +52,7 @@ def test_configs_are_frozen():
         ({"data": {"source": "imagefolder:"}}, "data.source: unknown source"),
         ({"data": 3}, "data: must be a mapping"),
         ({"task": "superres"}, "task: must be one of generation, inpainting, translation"),
-        ({"featurize": {"kind": "inception"}}, "featurize.inception_weights: kind inception needs"),
+        ({"featurize": {"inception_weights": "x.pth"}}, "featurize.inception_weights: applies"),
         ({"featurize": {"kind": "vgg"}}, "featurize.kind: must be one of auto, classifier"),
         ({"eval": {"min_class_coverage": 0}}, "eval.min_class_coverage: must be in (0, 1]"),
         ({"tune": {"steps": 50}}, "tune.report_every: must be <= tune.steps"),

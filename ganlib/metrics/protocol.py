@@ -13,7 +13,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ganlib.metrics.inception import PROTOCOLS
+
 RANDOM_NOTE = "random-network features: numbers are comparable only under this exact card"
+GRAY_NOTE = "grayscale images replicated to RGB for Inception"
 
 
 def protocol_card(
@@ -43,10 +46,25 @@ def protocol_card(
     }
     if meta["kind"] == "random":
         card["note"] = RANDOM_NOTE
+    if meta["kind"] == "inception":  # stated as papers state them (ganlib.metrics.inception)
+        protocol = meta["config"].get("protocol", "pytorch-fid")  # files before protocols
+        resize, (lo, hi) = PROTOCOLS[protocol]
+        card |= {"weights": protocol, "resize": resize, "input_range": [lo, hi]}
+        if channels == 1:
+            card["note"] = GRAY_NOTE
+    if "choice" in meta:  # why auto kept the random network for RGB data
+        card["extractor_choice"] = meta["choice"]
     return card
 
 
+# Card entries that explain rather than define the measurement: not hashed, so the same
+# features score under one hash whether or not auto could have taken the Inception.
+EXPLANATIONS = ("extractor_choice",)
+
+
 def protocol_hash(card: Mapping[str, Any]) -> str:
-    """16 hex chars of the sha256 of the card's canonical JSON (sorted keys, no spaces)."""
+    """16 hex chars of the sha256 of the card's canonical JSON (sorted keys, no spaces),
+    without its :data:`EXPLANATIONS`."""
+    card = {k: v for k, v in card.items() if k not in EXPLANATIONS}
     canonical = json.dumps(card, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -58,7 +58,7 @@ def rgb(tmp_path_factory):
     source = open_source(cfg)
     write_shards(source.items(), root / "shards", shard_size=64, val_fraction=0.2,
                  classes=None, total=source.total, progress=False)  # fmt: skip
-    featurize(FeaturizeConfig(), root / "shards", root / "featurize", seed=0)
+    featurize(FeaturizeConfig(kind="random"), root / "shards", root / "featurize", seed=0)
     return {"root": root, "shards": root / "shards", "featurize": root / "featurize",
             "generator": export_unet(root / "generator")}  # fmt: skip
 

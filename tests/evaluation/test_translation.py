@@ -48,7 +48,7 @@ def paired(tmp_path_factory):
     """About 45 val pairs of the photos2art demo, and their featurize directory."""
     root = tmp_path_factory.mktemp("paired")
     shards = shards_of(demo_samples(150), root / "shards")
-    featurize(FeaturizeConfig(), shards, root / "featurize", seed=0)
+    featurize(FeaturizeConfig(kind="random"), shards, root / "featurize", seed=0)
     return shards, root / "featurize"
 
 
@@ -62,7 +62,7 @@ def unpaired(tmp_path_factory):
         for i, s in enumerate(demo_samples(240))
     ]  # fmt: skip
     shards = shards_of(samples, root / "shards")
-    featurize(FeaturizeConfig(), shards, root / "featurize", seed=0)
+    featurize(FeaturizeConfig(kind="random"), shards, root / "featurize", seed=0)
     return shards, root / "featurize"
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from ganlib.config import FeaturizeConfig
 from ganlib.errors import GanlibError
-from ganlib.featurize import featurize, resolve_kind
+from ganlib.featurize import choose_kind, featurize
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +19,14 @@ def classifier_dir(digit_shards, tmp_path_factory):
     return out
 
 
-def test_auto_picks_classifier_for_labels_and_random_without():
-    assert resolve_kind(FeaturizeConfig(), labelled=True) == "classifier"
-    assert resolve_kind(FeaturizeConfig(), labelled=False) == "random"
+def test_auto_picks_classifier_for_labels_and_random_for_grey_data():
+    def kind(cfg, labelled):
+        return choose_kind(cfg, labelled=labelled, channels=1, train_samples=100)[0]
+
+    assert kind(FeaturizeConfig(), labelled=True) == "classifier"
+    assert kind(FeaturizeConfig(), labelled=False) == "random"
     with pytest.raises(GanlibError, match="classifier needs labelled data"):
-        resolve_kind(FeaturizeConfig(kind="classifier"), labelled=False)
+        kind(FeaturizeConfig(kind="classifier"), labelled=False)
 
 
 def test_featurize_writes_the_extractor_and_reference(classifier_dir, digit_shards):

@@ -12,11 +12,10 @@ from ganlib.metrics.extractors import (
     ClassifierNet,
     RandomNet,
     check_compatible,
-    file_sha256,
     load_inception,
     random_extractor,
 )
-from ganlib.metrics.inception import FIDInceptionV3
+from ganlib.metrics.inception import FIDInceptionV3, file_sha256
 
 
 def images(n: int, channels: int = 1, resolution: int = 32, seed: int = 0) -> torch.Tensor:

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -211,6 +213,29 @@ def test_train_refuses_bad_setups_before_ray(project, tmp_path, train, message):
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (p / "runs").exists() and not (p / "train").exists()
+
+
+def test_featurize_stage_takes_the_packaged_inception_with_no_file_given(bare):
+    """`kind: inception` from a fresh copy: NVIDIA's weights from the installed extra, checked,
+    converted, stored as a state dict; the report and the extractor say so."""
+    from ganlib.metrics.inception import PACKAGED_SHA256
+
+    folder = bare / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        pixels = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    set_params(bare, "data", source=f"imagefolder:{folder}", resolution=16, channels=3)
+    set_params(bare, "featurize", kind="inception")
+    result = sh(bare, str(BIN / "dvc"), "repro", "featurize")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((bare / "featurize/report.json").read_text())
+    assert (report["kind"], report["feature_dim"]) == ("inception", 2048)
+    meta = json.loads((bare / "featurize/extractor/extractor.json").read_text())
+    assert meta["weights_sha256"] == PACKAGED_SHA256 and meta["config"] == {"protocol": "nvidia"}
+    state = torch.load(bare / "featurize/extractor/extractor.pt", weights_only=True)
+    assert state["Mixed_7c.branch_pool.conv.weight"].shape == (192, 2048, 1, 1)
 
 
 def test_train_without_shards_says_what_to_run(bare):
