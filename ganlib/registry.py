@@ -22,7 +22,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
@@ -91,8 +91,11 @@ def register_generator(
     protocol_hash: str,
     metric: str = "fid",
     tags: Mapping[str, Any] | None = None,
+    describe: Callable[[Mapping[str, Any]], str] | None = None,
+    model_description: str | None = None,
 ) -> dict[str, Any]:
-    """Log, register as a new version of ``model_name``, tag, promote; returns model.json.
+    """Log, register as a new version of ``model_name``, tag, describe, promote; returns
+    model.json.
 
     ``score`` is the version's value of the promotion ``metric`` (``fid`` for generation and
     translation, ``l1_hole`` for inpainting; lower is better). The version carries ``tags``
@@ -102,6 +105,9 @@ def register_generator(
     ``{name, version, alias, reason, run_id, model_uri ("models:/NAME/VERSION"),
     logged_model_uri ("models:/<model_id>"), metric, score, protocol_hash, previous_champion}``,
     the last being the champion's version before this call (None if there was none).
+
+    ``describe(record)`` (record: ``version``, ``alias``, ``reason``) gives the version's
+    description, written before the alias; ``model_description`` the registered model's.
     """
     validate_model_name(model_name)
     tags = dict(tags or {})
@@ -118,7 +124,9 @@ def register_generator(
     }
     with _process_uris(client.tracking_uri):
         version = int(mlflow.register_model(logged_uri, model_name, tags=version_tags).version)
-    promotion = promote(client, model_name, version, score, protocol_hash, metric)
+    if model_description is not None:
+        client.update_registered_model(model_name, description=model_description)
+    promotion = promote(client, model_name, version, score, protocol_hash, metric, describe)
     return {
         "name": model_name,
         "version": version,
@@ -132,6 +140,53 @@ def register_generator(
         "protocol_hash": protocol_hash,
         "previous_champion": promotion["previous_champion"],
     }
+
+
+def version_description(
+    record: Mapping[str, Any],
+    *,
+    task_name: str,
+    model_name: str,
+    metrics: Mapping[str, Any],
+    data: Mapping[str, Any],
+    run_id: str,
+) -> str:
+    """A registered version's description (Markdown, as the MLflow UI shows it): what it does,
+    the data, its numbers next to their floor or baseline under their protocol card, why it
+    has its alias, how to call it, and its sample sheet."""
+    task = get_task(task_name)
+    card = metrics["protocol"]
+    if card["extractor"] == "inception":
+        features = (
+            f"the standard FID Inception ({card['weights']} weights, {card['resize']} resize "
+            "to 299 px): comparable with published numbers of the same protocol"
+        )
+    else:
+        features = f"{card['extractor']} features: comparable only under this exact card"
+    uri = f"models:/{model_name}/{record['version']}"
+    return "\n\n".join([
+        f"**{model_name} v{record['version']}** ({task.name}: {task.summary}), "
+        f"**{record['alias']}**: {record['reason']}.",
+        f"Data: `{data['source']}`, {data['train']} train / {data['val']} val images of "
+        f"{data['resolution']} px, {data['channels']} channel(s).",
+        f"Measured on {card['num_fake']} images against {card['num_real']} real "
+        f"({card['reference_split']} split), {features}; protocol "
+        f"`{metrics['protocol_hash']}`: {task.versus(metrics)}.",
+        f"Use it:\n\n```python\n{task.usage(uri)}\n```",
+        f"Samples: `runs:/{run_id}/eval/samples.png` (the run's artifacts, eval/).",
+    ])  # fmt: skip
+
+
+def model_description(model_name: str, task_name: str, data_source: str) -> str:
+    """The registered model's description: what its versions are and how one becomes
+    champion."""
+    task = get_task(task_name)
+    return (
+        f"ganlib {task.name} models ({task.summary}) trained on `{data_source}`. A version "
+        f"takes the alias `champion` only if its {task.metric_label} beats the champion's "
+        "under the same protocol card; otherwise `challenger`. Each version's description "
+        "gives its numbers, data and how to call it."
+    )
 
 
 def decide_alias(
@@ -185,14 +240,20 @@ def promote(
     score: float,
     protocol_hash: str,
     metric: str = "fid",
+    describe: Callable[[Mapping[str, Any]], str] | None = None,
 ) -> dict[str, Any]:
-    """Apply :func:`decide_alias` to version ``version`` and set its alias (the last write).
+    """Apply :func:`decide_alias` to version ``version``, write its description
+    (``describe``, which gets ``{"version", "alias", "reason"}``) and set its alias (the last
+    write).
 
     Returns ``{"alias", "reason", "previous_champion"}``: the champion's version before this
     call, or None.
     """
     champion = current_champion(client, name)
     alias, reason = decide_alias(float(score), protocol_hash, champion, metric)
+    if describe is not None:
+        record = {"version": version, "alias": alias, "reason": reason}
+        client.update_model_version(name, str(version), description=describe(record))
     client.set_registered_model_alias(name, alias, str(version))
     return {
         "alias": alias,

@@ -2,21 +2,23 @@
 
 Logs ``models/generator`` as a pyfunc model in the train stage's MLflow run, registers it as
 a new version of ``register.model_name``, tags the version with its task, metrics, protocol
-card, git commit and data hash, and moves the alias ``champion`` to it only if it beats the
-current champion's promotion metric (the task's: FID; hole L1 for inpainting) under the same
-protocol card (else it gets ``challenger``). Out: ``register/model.json``. Reads ``task``,
-``register`` and ``mlflow``.
+card, git commit and data hash, describes it (and the registered model) for the MLflow UI, and
+moves the alias ``champion`` to it only if it beats the current champion's promotion metric
+(the task's: FID; hole L1 for inpainting) under the same protocol card (else it gets
+``challenger``). Out: ``register/model.json``. Reads ``task``, ``data``, ``register`` and
+``mlflow``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
 from pathlib import Path
 
 from ganlib import tracking
-from ganlib.registry import register_generator
+from ganlib.registry import model_description, register_generator, version_description
 from pipeline import _stage
 from pipeline._stage import GENERATOR, SHARDS, TRAIN_SUMMARY
 
@@ -53,6 +55,13 @@ def main() -> None:
     if "floor" in metrics:
         numbers["metric.floor_fid"] = metrics["floor"]["fid"]
     manifest = (SHARDS / "manifest.parquet").read_bytes()
+    stats = json.loads((SHARDS / "stats.json").read_text())
+    data = {"source": params.data.source, "train": stats["train"], "val": stats["val"],
+            "resolution": params.data.resolution, "channels": params.data.channels}  # fmt: skip
+    describe = functools.partial(
+        version_description, task_name=params.task, model_name=name, metrics=metrics,
+        data=data, run_id=run_id,
+    )  # fmt: skip
     record = register_generator(
         mlflow,
         run_id,
@@ -68,6 +77,8 @@ def main() -> None:
             "git_commit": git_commit(),
             "data_hash": hashlib.sha256(manifest).hexdigest(),
         },
+        describe=describe,
+        model_description=model_description(name, params.task, params.data.source),
     )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")

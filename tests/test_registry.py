@@ -4,6 +4,7 @@ version links and tags, the promotion rule, and ``mlflow models serve``."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -241,6 +242,44 @@ def test_promotion(store):
     v4 = store.register("promo", fid=1.0, protocol=P2)  # another protocol card: not comparable
     assert v4["alias"] == "challenger" and "never compared" in v4["reason"]
     assert store.aliases("promo") == {"champion": 3, "challenger": 4}
+
+
+def test_versions_and_the_model_are_described_for_the_mlflow_ui(store):
+    """Each version says what it is, on what data, its numbers next to their floor under their
+    card, why it has its alias and how to call it; the registered model what its name holds."""
+    from ganlib.registry import model_description, version_description
+
+    floor = {"fid": 1.0, "kid_mean": 0.001}
+    metrics = {
+        "fid": 12.5, "kid_mean": 0.02, "precision": 0.5, "recall": 0.4, "density": 0.9,
+        "coverage": 0.7, "floor": floor, "protocol_hash": P1,
+        "protocol": {"extractor": "classifier", "num_real": 1428, "num_fake": 369,
+                     "reference_split": "train"},
+    }  # fmt: skip
+    data = {"source": "builtin:digits", "train": 1428, "val": 369, "resolution": 32, "channels": 1}
+    describe = functools.partial(
+        version_description, task_name="generation", model_name="described", metrics=metrics,
+        data=data, run_id=store.run_id,
+    )  # fmt: skip
+    for fid in (12.5, 13.0):
+        register_generator(
+            store.client, store.run_id, store.uncond, model_name="described", score=fid,
+            protocol_hash=P1, tags=TAGS, describe=describe,
+            model_description=model_description("described", "generation", "builtin:digits"),
+        )  # fmt: skip
+    first, second = (store.client.get_model_version("described", v) for v in ("1", "2"))
+    assert "**champion**: no champion yet" in first.description
+    assert "**challenger**: FID 13 does not beat champion v1's 12.5" in second.description
+    for text in (
+        "builtin:digits",
+        "1428 train / 369 val",
+        "FID 12.5 against the real-vs-real floor 1",
+        'load_model("models:/described/1")',
+        f"runs:/{store.run_id}/eval",
+    ):
+        assert text in first.description, text  # fmt: skip
+    model = store.client.get_registered_model("described")
+    assert "generation models" in model.description and "champion" in model.description
 
 
 def test_a_failed_registration_leaves_the_champion(store, tmp_path):

@@ -41,6 +41,8 @@ class Task:
     probe_metric: ClassVar[str]  # the in-training probe's name (MLflow, ASHA); lower is better
     promotion_metric: ClassVar[str]  # the eval/metrics.json number the registry ranks by
     metric_label: ClassVar[str]  # how the promotion metric reads in messages ("FID")
+    summary: ClassVar[str]  # what its models do, in a few words ("noise -> image")
+    example_call: ClassVar[str]  # the pyfunc model's predict on an example frame, as Python
     # The evaluate stage's module for the task, named rather than imported: DVC re-runs a stage
     # when a file it imports changes, and training must not depend on evaluation code (the
     # evaluate stage imports every evaluator through ganlib.evaluation).
@@ -108,6 +110,15 @@ class Task:
     def headline(self, metrics: Mapping[str, Any]) -> str:
         """The evaluation in one line."""
         raise NotImplementedError
+
+    def versus(self, metrics: Mapping[str, Any]) -> str:
+        """The headline numbers next to their baseline or floor, in words (the registered
+        version's description)."""
+        raise NotImplementedError
+
+    def usage(self, model_uri: str) -> str:
+        """How to call the registered model, as a Python snippet (:attr:`example_call`)."""
+        return f'model = mlflow.pyfunc.load_model("{model_uri}")\n{self.example_call}'
 
     # -- the registered model --------------------------------------------------------------
 

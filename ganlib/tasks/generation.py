@@ -169,6 +169,8 @@ class Generation(Task):
     promotion_metric = "fid"
     evaluator = "ganlib.evaluation.generation"
     metric_label = "FID"
+    summary = "noise (and a class) -> image"
+    example_call = 'images = model.predict(pd.DataFrame({"seed": [0, 1, 2]}))  # uint8 [3, H, W, C]'
 
     def check(self, cfg: TrainConfig, task_cfg: Any, info: Mapping[str, Any]) -> None:
         supported = SUPPORTED_RESOLUTIONS[cfg.arch]
@@ -229,6 +231,18 @@ class Generation(Task):
             f"FID {m['fid']:.3f} (floor {m['floor']['fid']:.3f}), KID {m['kid_mean']:.4f}, "
             f"{m['protocol']['num_fake']} images"
         )
+
+    def versus(self, m: Mapping[str, Any]) -> str:
+        floor = m["floor"]
+        text = (
+            f"FID {m['fid']:.4g} against the real-vs-real floor {floor['fid']:.4g} (real val "
+            f"images under the same card; lower is better), KID {m['kid_mean']:.4g} (floor "
+            f"{floor['kid_mean']:.4g}), precision {m['precision']:.3f} / recall "
+            f"{m['recall']:.3f}, density {m['density']:.3f} / coverage {m['coverage']:.3f}"
+        )
+        if "class_coverage" in m:
+            text += f", {m['classes_covered']:.0f} classes produced ({m['class_coverage']:.0%})"
+        return text
 
     def signature(self, meta: Mapping[str, Any]):
         """``seed`` (long, required), ``label`` (long, optional) -> ``uint8 [-1, H, W, C]``.

@@ -389,6 +389,8 @@ class Translation(ImageTask):
     promotion_metric = "fid"
     evaluator = "ganlib.evaluation.translation"
     metric_label = "FID"
+    summary = "image of domain A -> image of domain B"
+    example_call = 'images = model.predict(pd.DataFrame({"image": [png]}))  # PNG bytes'
 
     def model_config(self, cfg, task_cfg: TranslationConfig, info) -> dict:
         C, R = info["channels"], info["resolution"]
@@ -430,6 +432,21 @@ class Translation(ImageTask):
             f"FID {m['fid']:.3f} (identity {m['identity_fid']:.3f}), PSNR {m['psnr']:.2f} dB "
             f"(identity {m['identity_psnr']:.2f})"
         )
+
+    def versus(self, m) -> str:
+        text = (
+            f"FID A->B {m['fid']:.4g} against {m['identity_fid']:.4g} for the identity (output "
+            f"= input) and the floor {m['floor_fid']:.4g} (real val B images; lower is better)"
+        )
+        if "psnr" in m:
+            text += (
+                f"; PSNR to the ground truth {m['psnr']:.2f} dB against the identity's "
+                f"{m['identity_psnr']:.2f} dB, SSIM {m['ssim']:.3f} against "
+                f"{m['identity_ssim']:.3f}"
+            )
+        if "fid_BtoA" in m:
+            text += f"; FID B->A {m['fid_BtoA']:.4g} (identity {m['identity_fid_BtoA']:.4g})"
+        return text
 
     def signature(self, meta):
         """``image`` (PNG bytes), ``direction`` (string, optional) -> ``uint8 [-1, -1, -1, C]``."""

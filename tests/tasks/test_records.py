@@ -45,6 +45,15 @@ def test_every_task_value_has_a_record_and_its_section():
         get_task("superres")
 
 
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_each_record_says_how_to_call_its_registered_model(name):
+    """The snippet of the version description is Python that loads the model and predicts."""
+    snippet = TASKS[name].usage("models:/m/3")
+    compile(snippet, "usage", "exec")
+    assert 'mlflow.pyfunc.load_model("models:/m/3")' in snippet and "model.predict(" in snippet
+    assert TASKS[name].summary
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_a_step_logs_no_name_of_the_probe(variant):
     """One metric name, one quantity: what a step logs (history rows, MLflow metrics at every
