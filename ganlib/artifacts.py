@@ -146,6 +146,7 @@ def export_generator(state: dict[str, Any], directory: Path) -> Path:
     translation mode; empty for generation), the data's ``resolution`` and ``channels``,
     ``classes``, ``step`` and ``identity``.
     """
+    check_finite(state["G_ema"], f"the step-{state['step']} checkpoint's G_ema")
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(state["G_ema"], directory / GENERATOR_WEIGHTS)
     meta = {
@@ -178,8 +179,21 @@ def load_generator(directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     if "task" not in meta:  # exported before tasks existed: a generation model
         meta |= {"task": "generation", "task_config": {}}
     G = build_generator(meta["model_config"])
-    G.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    check_finite(state, str(weights))
+    G.load_state_dict(state)
     return G.eval().requires_grad_(False), meta
+
+
+def check_finite(state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Refuse weights holding NaN or inf (a diverged run): they are never exported, registered
+    or served."""
+    bad = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise GanlibError(
+            f"{what}: {len(bad)} tensors hold NaN/inf (first: {bad[0]}); a diverged run is "
+            "never exported: lower train.lr_g / train.lr_d and train again"
+        )
 
 
 # -- the metric extractor ----------------------------------------------------------------------

@@ -141,7 +141,8 @@ def plain_step(
 def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     """Train until ``spec.train.steps``, resuming from the session's last checkpoint when it
     has the same ``identity``. Returns the final step, ``diverged_at`` (the step where a loss
-    stopped being finite, else None) and this rank's unwrapped ``G``, ``D`` and ``G_ema``."""
+    or a weight stopped being finite, else None) and this rank's unwrapped ``G``, ``D`` and
+    ``G_ema``."""
     cfg, task = spec.train, get_task(spec.task)
     device = session.device
     rank, world = session.rank, session.world_size
@@ -281,9 +282,11 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         window_images += images_per_step
 
         # -- every rank agrees on finiteness, so all of them stop together ---------------------
+        # The losses, and the weights after this step's update (an infinite learning rate
+        # leaves the losses finite and G NaN): a checkpoint never holds a non-finite weight.
         names = list(stats)
         values = torch.stack([stats[k].reshape(()) for k in names]).float()
-        finite = torch.isfinite(values).all().float().reshape(1)
+        finite = (torch.isfinite(values).all() & _finite_weights(G, D)).float().reshape(1)
         all_reduce_mean(finite)
         if finite.item() < 1.0:
             # Stop instead of training on garbage; no checkpoint of the broken state.
@@ -338,6 +341,13 @@ def history_columns(history: list[dict[str, Any]]) -> list[str]:
     for row in history:
         columns += [k for k in row if k not in columns]
     return columns
+
+
+def _finite_weights(*models: nn.Module) -> torch.Tensor:
+    """A bool scalar: every parameter of ``models`` is finite (one norm per tensor; NaN and
+    inf propagate through the sum)."""
+    norms = [p.detach().norm() for m in models for p in m.parameters()]
+    return torch.isfinite(torch.stack(norms).sum())
 
 
 def _cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ import torch
 
 from ganlib.artifacts import export_generator, load_checkpoint, load_generator
 from ganlib.config import TrainConfig
+from ganlib.errors import GanlibError
 from ganlib.training.loop import RunSpec, train
 from ganlib.training.session import LocalSession
 
@@ -93,6 +94,49 @@ def test_divergence_stops_without_checkpointing_garbage(digit_shards, tmp_path):
         state = load_checkpoint(ckpt)
         assert state["step"] < out["diverged_at"]
         assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
+
+
+def test_weights_that_turn_nan_stop_training_at_that_step(digit_shards, tmp_path, monkeypatch):
+    """The losses of step 2 are finite (computed before its update) and the update leaves G
+    NaN: the loop stops at step 2 and no checkpoint holds the NaN weights."""
+    from ganlib.training import loop
+
+    def poisoned(cfg, G, D):
+        opt_G, opt_D = loop_optimizers(cfg, G, D)
+        real_step, calls = opt_G.step, []
+
+        def step(*args, **kwargs):
+            real_step(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == 2:
+                with torch.no_grad():
+                    next(G.parameters()).fill_(float("nan"))
+
+        opt_G.step = step
+        return opt_G, opt_D
+
+    loop_optimizers = loop.optimizers
+    monkeypatch.setattr(loop, "optimizers", poisoned)
+    out = run(spec_for(digit_shards, steps=4, ckpt_every=1), tmp_path)
+    assert (out["diverged_at"], out["step"], out["last_good_step"]) == (2, 2, 1)
+    assert [load_checkpoint(c)["step"] for c in tmp_path.glob("checkpoint_*")] == [1]
+
+
+def test_non_finite_weights_are_never_exported_or_loaded(digit_shards, tmp_path):
+    run(spec_for(digit_shards, steps=3), tmp_path / "run")
+    state = load_checkpoint(sorted((tmp_path / "run").glob("checkpoint_*"))[-1])
+    export_generator(state, tmp_path / "good")
+    bad = {**state, "G_ema": {k: v.clone() for k, v in state["G_ema"].items()}}
+    name = next(k for k, v in bad["G_ema"].items() if v.is_floating_point())
+    bad["G_ema"][name][...] = float("inf")
+    with pytest.raises(
+        GanlibError, match=f"step-3 checkpoint's G_ema: 1 tensors hold NaN/inf .*{name}"
+    ):
+        export_generator(bad, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    torch.save(bad["G_ema"], tmp_path / "good" / "generator.pt")  # weights swapped after export
+    with pytest.raises(GanlibError, match="generator.pt: 1 tensors hold NaN/inf"):
+        load_generator(tmp_path / "good")
 
 
 @pytest.mark.parametrize(
