@@ -18,10 +18,13 @@ so a failure anywhere before it leaves ``champion`` where it was.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
+import random
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -249,17 +252,78 @@ def promote(
     Returns ``{"alias", "reason", "previous_champion"}``: the champion's version before this
     call, or None.
     """
-    champion = current_champion(client, name)
-    alias, reason = decide_alias(float(score), protocol_hash, champion, metric)
-    if describe is not None:
-        record = {"version": version, "alias": alias, "reason": reason}
-        client.update_model_version(name, str(version), description=describe(record))
-    client.set_registered_model_alias(name, alias, str(version))
+    with promotion_lock(client, name):  # read, compare and set as one step
+        champion = current_champion(client, name)
+        alias, reason = decide_alias(float(score), protocol_hash, champion, metric)
+        if describe is not None:
+            record = {"version": version, "alias": alias, "reason": reason}
+            client.update_model_version(name, str(version), description=describe(record))
+        client.set_registered_model_alias(name, alias, str(version))
     return {
         "alias": alias,
         "reason": reason,
         "previous_champion": champion["version"] if champion else None,
     }
+
+
+LOCK_SUFFIX = ".promotion-lock"
+LOCK_LEASE_S = 120.0  # a lock older than this was left by a crashed register stage
+LOCK_WAIT_S = 300.0
+
+
+def lock_name(name: str) -> str:
+    """The registered model that exists while a version of ``name`` is being promoted."""
+    if len(name) + len(LOCK_SUFFIX) <= 256:  # MLflow's longest name
+        return name + LOCK_SUFFIX
+    return f"{name[:200]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}{LOCK_SUFFIX}"
+
+
+@contextlib.contextmanager
+def promotion_lock(
+    client: MlflowClient, name: str, *, wait_s: float = LOCK_WAIT_S, lease_s: float = LOCK_LEASE_S
+) -> Iterator[None]:
+    """Serialise the promotions of ``name`` across processes and machines.
+
+    The mutex is the registry's own unique name constraint, so every backend honours it
+    (SQLite, a SQL server, an MLflow server): the lock is held by whoever created the
+    registered model :func:`lock_name`, and released by deleting it. A lock older than
+    ``lease_s`` (its holder died) is broken. Waiting longer than ``wait_s`` is one line.
+    """
+    lock = lock_name(name)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.create_registered_model(
+                lock,
+                tags={"expires_at": f"{time.time() + lease_s:.3f}"},
+                description=f"held while ganlib promotes a version of {name}; deleted after",
+            )
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        _break_if_stale(client, lock)
+        if time.monotonic() > deadline:
+            raise GanlibError(
+                f"registry: another register stage has been promoting {name} for over "
+                f"{wait_s:.0f} s; if none is running, delete the registered model {lock}"
+            )
+        time.sleep(0.05 + 0.1 * random.random())  # jitter: waiters do not move in step
+    try:
+        yield
+    finally:
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(lock)
+
+
+def _break_if_stale(client: MlflowClient, lock: str) -> None:
+    try:
+        expires = float(client.get_registered_model(lock).tags.get("expires_at", "inf"))
+    except MlflowException:  # released meanwhile
+        return
+    if time.time() > expires:
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(lock)
 
 
 def predict_registered(model_uri: str, tracking_uri: str, frame: pd.DataFrame) -> np.ndarray:

@@ -244,6 +244,91 @@ def test_promotion(store):
     assert store.aliases("promo") == {"champion": 3, "challenger": 4}
 
 
+def test_concurrent_promotions_end_on_the_best_version(store, monkeypatch):
+    """Two register stages read the champion (FID 6) at once; the better one (4.5) sets its
+    alias first, the worse (5.0) last. Serialised, the worse one sees 4.5 and stays challenger."""
+    import threading
+
+    first = store.register("race", fid=6.0)
+    source = store.client.get_model_version("race", first["version"]).source
+    versions = {}
+    for fid in (5.0, 4.5):
+        tags = {registry.METRIC_TAG: "fid", "metric.fid": str(fid), registry.PROTOCOL_TAG: P1}
+        with registry._process_uris(store.uri):  # the models:/<id> source is looked up there
+            mv = store.client.create_model_version("race", source, run_id=store.run_id, tags=tags)
+        versions[fid] = int(mv.version)
+    decide = registry.decide_alias
+
+    def slow_for_the_worse(score, *args):
+        if score == 5.0:  # holds its read of the champion while the better one runs
+            time.sleep(1.5)
+        return decide(score, *args)
+
+    monkeypatch.setattr(registry, "decide_alias", slow_for_the_worse)
+    records = {}
+
+    def promote(fid):
+        records[fid] = registry.promote(store.client, "race", versions[fid], fid, P1)
+
+    worse = threading.Thread(target=promote, args=(5.0,))
+    worse.start()
+    time.sleep(0.5)
+    better = threading.Thread(target=promote, args=(4.5,))
+    better.start()
+    worse.join(30), better.join(30)
+    assert store.aliases("race")["champion"] == versions[4.5]
+    assert records[5.0]["alias"] == records[4.5]["alias"] == "champion"
+    assert records[4.5]["previous_champion"] == versions[5.0]  # it saw the worse one's write
+    assert "race" + registry.LOCK_SUFFIX not in {
+        m.name for m in store.client.search_registered_models()
+    }  # released
+
+
+PROMOTE = """
+import sys, time
+from mlflow.tracking import MlflowClient
+from ganlib import registry
+uri, version, fid, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+time.sleep(max(0.0, start - time.time()))  # every process reads the champion at once
+print(registry.promote(client, "crowd", version, fid, sys.argv[5])["alias"])
+"""
+
+
+def test_promotions_from_processes_at_once_end_on_the_best(store):
+    """Four register processes on one SQLite registry, released at the same instant."""
+    first = store.register("crowd", fid=9.0)
+    source = store.client.get_model_version("crowd", first["version"]).source
+    fids, procs = [7.0, 5.5, 8.0, 6.0], []
+    start = time.time() + 8  # past every process's imports
+    for fid in fids:
+        tags = {registry.METRIC_TAG: "fid", "metric.fid": str(fid), registry.PROTOCOL_TAG: P1}
+        with registry._process_uris(store.uri):
+            mv = store.client.create_model_version("crowd", source, run_id=store.run_id, tags=tags)
+        args = [sys.executable, "-c", PROMOTE, store.uri, str(mv.version), str(fid), str(start), P1]
+        procs.append((fid, int(mv.version), subprocess.Popen(args, stdout=subprocess.PIPE)))
+    for _, _, proc in procs:
+        assert proc.wait(timeout=120) == 0
+    best = min(procs)[1]
+    assert store.aliases("crowd")["champion"] == best
+
+
+def test_a_stale_promotion_lock_is_broken_and_a_held_one_waited_for(store):
+    lock = registry.lock_name("locked")
+    store.client.create_registered_model(lock, tags={"expires_at": str(time.time() - 1)})
+    held = "another register stage has been promoting locked"
+    with (
+        registry.promotion_lock(store.client, "locked", wait_s=5),  # its holder died: broken
+        pytest.raises(GanlibError, match=held),
+        registry.promotion_lock(store.client, "locked", wait_s=0.3),  # held by the line above
+    ):
+        pass
+    with registry.promotion_lock(store.client, "locked", wait_s=0.3):  # released: free again
+        pass
+    assert registry.lock_name("x" * 256).endswith(registry.LOCK_SUFFIX)
+    assert len(registry.lock_name("x" * 256)) <= 256
+
+
 def test_versions_and_the_model_are_described_for_the_mlflow_ui(store):
     """Each version says what it is, on what data, its numbers next to their floor under their
     card, why it has its alias and how to call it; the registered model what its name holds."""
