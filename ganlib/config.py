@@ -10,7 +10,9 @@ expensive (Ray, MLflow, sharding) starts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -297,6 +299,8 @@ class EvalConfig:
         k = self.SECTION
         for name in ("num_fake", "k", "kid_subsets", "kid_subset_size", "batch_size"):
             _require(getattr(self, name) >= 1, f"{k}.{name}", "must be >= 1")
+        _require(self.k < self.num_fake, f"{k}.k", "must be < eval.num_fake (neighbours per image)")
+        _require(self.kid_subset_size >= 2, f"{k}.kid_subset_size", "must be >= 2 (an MMD pair)")
         _require(0 < self.min_class_coverage <= 1, f"{k}.min_class_coverage", "must be in (0, 1]")
 
 
@@ -456,10 +460,17 @@ class Params:
             for f in dataclasses.fields(cls)
             if getattr(hints[f.name], "PROFILE", False)
         }
-        active, others = profiles.resolve(raw, sections, raw.get("task", cls.task))
+        task = _coerce(hints["task"], raw.get("task", cls.task), "task")  # before the profiles
+        active, others = profiles.resolve(raw, sections, task)
+        params = _build(cls, active, prefix="")  # first: its errors carry no profile note
         for variant, note in others:  # validate the inactive profiles on their own
             _build(cls, variant, prefix="", note=note)
-        return _build(cls, active, prefix="")
+        return params
+
+    def __post_init__(self) -> None:
+        # Stages derive seeds as seed * 10**6 + i and torch's as seed * 7919 + ...: 31 bits
+        # keep every derived seed distinct and inside torch's 64-bit range.
+        _require(0 <= self.seed < 2**31, "seed", "must be an integer in [0, 2**31)")
 
     def task_config(self) -> dict[str, Any]:
         """The running task's own section as plain data (``{}`` for a task without one)."""
@@ -572,15 +583,14 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         # YAML 1.1 reads "1e-4" (no dot) as a string; accept it, it is what people write.
         if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+            with contextlib.suppress(ValueError):
+                value = float(value)
         _require(
             isinstance(value, (int, float)) and not isinstance(value, bool),
             key,
             f"must be a number (got {value!r})",
         )
+        _require(math.isfinite(value), key, f"must be a finite number (got {value!r})")
         return float(value)
     if tp is str:
         _require(isinstance(value, str), key, f"must be a string (got {value!r})")

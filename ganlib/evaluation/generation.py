@@ -64,6 +64,11 @@ def evaluate_generator(
             "raise data.val_fraction"
         )
     n = min(cfg.num_fake, len(val))
+    if cfg.k >= n:  # before any measurement: precision/recall need k neighbours per image
+        raise GanlibError(
+            f"eval.k: {cfg.k} neighbours need more than the {n} images measured (eval.num_fake, "
+            "clamped to the val split); lower eval.k"
+        )
     if n < len(val):
         keep = np.sort(np.random.default_rng(seed).choice(len(val), n, replace=False))
         val = val[torch.from_numpy(keep)]
