@@ -46,6 +46,19 @@ def client(cfg: MlflowConfig, project: Path):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def require_run(mlflow_client, run_id: str, source: str) -> None:
+    """The run named in ``source`` (e.g. train/summary.json) must be in the tracking store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.get_run(run_id)
+    except MlflowException:
+        raise GanlibError(
+            f"{source}: MLflow run {run_id} is not in {mlflow_client.tracking_uri}; point "
+            "mlflow.tracking_uri at the store it was logged to, or train again (dvc repro train)"
+        ) from None
+
+
 def experiment_id(mlflow_client, name: str, project: Path) -> str:
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is not None:

@@ -18,6 +18,7 @@ section and ``mlflow``; the task's record (:data:`ganlib.tasks.TASKS`) does the 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import ganlib.evaluation  # noqa: F401  every task's evaluator (Task.evaluate runs one)
@@ -28,27 +29,43 @@ from pipeline import _stage
 from pipeline._stage import FEATURIZE, GENERATOR, SHARDS, TRAIN_SUMMARY
 
 OUT = Path("eval")
+STAGING = Path(".eval.tmp")  # the next outputs, until they are complete
 
 
 def main() -> None:
     params = _stage.params()
     run_id = json.loads(TRAIN_SUMMARY.read_text())["mlflow_run_id"]
     mlflow = tracking.client(params.mlflow, Path.cwd())  # unreachable: fail before measuring
+    tracking.require_run(mlflow, run_id, str(TRAIN_SUMMARY))
     task = get_task(params.task)
-    metrics = task.evaluate(GENERATOR, SHARDS, FEATURIZE, params, OUT)
+    # Measured into STAGING and logged from there; eval/ is replaced only when all is done, so
+    # a failure leaves the previous outputs whole (when they are there: see the README).
+    shutil.rmtree(STAGING, ignore_errors=True)
+    try:
+        metrics = measure_and_log(task, params, mlflow, run_id)
+    finally:
+        shutil.rmtree(STAGING, ignore_errors=True)  # nothing left half-written
+    print(f"evaluate: {task.headline(metrics)}, protocol {metrics['protocol_hash']}")
+
+
+def measure_and_log(task, params, mlflow, run_id: str) -> dict:
+    """Measure into STAGING, log the numbers and images to the run, then replace eval/."""
+    metrics = task.evaluate(GENERATOR, SHARDS, FEATURIZE, params, STAGING)
     text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
-    (OUT / "metrics.json").write_text(text)
+    (STAGING / "metrics.json").write_text(text)
     numbers = {
         f"eval/{k}": v
         for k, v in flatten(metrics).items()
         if isinstance(v, float) and not k.startswith("protocol")
     }
     tracking.log_metrics(mlflow, run_id, numbers, int(metrics["generator_step"] or 0))
-    mlflow.log_artifact(run_id, str(OUT / "metrics.json"), artifact_path="eval")
-    mlflow.log_artifact(run_id, str(OUT / "samples.png"), artifact_path="eval")
-    mlflow.log_artifacts(run_id, str(OUT / "sheets"), artifact_path="eval/sheets")
+    mlflow.log_artifact(run_id, str(STAGING / "metrics.json"), artifact_path="eval")
+    mlflow.log_artifact(run_id, str(STAGING / "samples.png"), artifact_path="eval")
+    mlflow.log_artifacts(run_id, str(STAGING / "sheets"), artifact_path="eval/sheets")
     mlflow.set_tag(run_id, "protocol_hash", metrics["protocol_hash"])
-    print(f"evaluate: {task.headline(metrics)}, protocol {metrics['protocol_hash']}")
+    shutil.rmtree(OUT, ignore_errors=True)
+    STAGING.rename(OUT)
+    return metrics
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ def main() -> None:
     metrics = json.loads(EVAL_METRICS.read_text())
     run_id = json.loads(TRAIN_SUMMARY.read_text())["mlflow_run_id"]
     mlflow = tracking.client(params.mlflow, Path.cwd())
+    tracking.require_run(mlflow, run_id, str(TRAIN_SUMMARY))
     promotion = metrics["promotion"]
     metric = promotion["metric"]
     numbers = {f"metric.{k}": v for k, v in metrics.items() if isinstance(v, float) and k != metric}

@@ -163,6 +163,31 @@ def test_second_repro_runs_nothing(project):
     assert (project / "train/summary.json").stat().st_mtime_ns == before
 
 
+def test_a_failing_evaluate_leaves_its_outputs_whole(project):
+    """Too many neighbours for the val split (known only once the images are counted), then a
+    training run missing from MLflow: one line each, and eval/ as it was."""
+    files = [p for p in (project / "eval").rglob("*") if p.is_file()]
+    before = {p: p.read_bytes() for p in files}
+    params, summary = (project / "params.yaml").read_text(), project / "train/summary.json"
+    run = summary.read_text()
+    try:
+        set_params(project, "eval", k=1000, num_fake=2000)  # the val split holds 369
+        result = sh(project, sys.executable, "-m", "pipeline.evaluate")
+        assert result.returncode == 2 and "eval.k: 1000 neighbours need more than the 369" in (
+            result.stderr
+        )
+        (project / "params.yaml").write_text(params)
+        summary.write_text(json.dumps({**json.loads(run), "mlflow_run_id": "f" * 32}))
+        result = sh(project, sys.executable, "-m", "pipeline.evaluate")
+        assert result.returncode == 2 and f"MLflow run {'f' * 32} is not in" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    finally:
+        (project / "params.yaml").write_text(params)
+        summary.write_text(run)
+    assert {p: p.read_bytes() for p in files} == before
+    assert not (project / ".eval.tmp").exists()
+
+
 def test_two_fresh_copies_give_byte_identical_shards(project, tmp_path):
     other = copy_project(tmp_path)
     result = sh(other, str(BIN / "dvc"), "repro", "shard")
