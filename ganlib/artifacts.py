@@ -169,7 +169,13 @@ def load_generator(directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     cfg_path, weights = directory / GENERATOR_CONFIG, directory / GENERATOR_WEIGHTS
     if not (cfg_path.is_file() and weights.is_file()):
         raise GanlibError(f"{directory}: not an exported generator (needs config.json + .pt)")
-    meta = json.loads(cfg_path.read_text())
+    again = "export it again (dvc repro -f train)"
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GanlibError(f"{cfg_path}: not valid JSON ({exc}); {again}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model_config"), dict):
+        raise GanlibError(f"{cfg_path}: no model_config mapping; {again}")
     version = meta.setdefault("format", GENERATOR_FORMAT)
     if version != GENERATOR_FORMAT:
         raise GanlibError(
@@ -178,10 +184,22 @@ def load_generator(directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         )
     if "task" not in meta:  # exported before tasks existed: a generation model
         meta |= {"task": "generation", "task_config": {}}
-    G = build_generator(meta["model_config"])
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    try:
+        G = build_generator(meta["model_config"])
+    except (KeyError, TypeError, ValueError) as exc:  # an unknown arch or argument
+        raise GanlibError(f"{cfg_path}: model_config does not build a generator ({exc})") from None
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or unsafe files
+        raise GanlibError(f"{weights}: not a readable state dict ({exc}); {again}") from None
+    if not isinstance(state, dict):
+        raise GanlibError(f"{weights}: holds a {type(state).__name__}, not a state dict; {again}")
     check_finite(state, str(weights))
-    G.load_state_dict(state)
+    try:
+        G.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise GanlibError(f"{weights}: does not match {cfg_path} ({first}); {again}") from None
     return G.eval().requires_grad_(False), meta
 
 

@@ -41,6 +41,10 @@ def _shards_info(args: argparse.Namespace) -> None:
         print("  classes: none (unlabelled)")
 
 
+MAX_SAMPLES = 65_536  # images per `ganlib sample` call (200 MB of 32x32 RGB)
+MAX_SEED = 2**63 - 1
+
+
 def _sample(args: argparse.Namespace) -> None:
     import numpy as np
 
@@ -50,9 +54,15 @@ def _sample(args: argparse.Namespace) -> None:
     if args.n < 1 or args.nrow < 1:
         bad, value = ("-n", args.n) if args.n < 1 else ("--nrow", args.nrow)
         raise GanlibError(f"{bad}: must be at least 1, got {value}")
+    if args.n > MAX_SAMPLES:
+        raise GanlibError(
+            f"-n: at most {MAX_SAMPLES} images per call, got {args.n}; call again with --seed"
+        )
+    if not 0 <= args.seed <= MAX_SEED - args.n:
+        raise GanlibError(f"--seed: seeds must be in [0, 2**63), got {args.seed}..+{args.n}")
     out = Path(args.out)
-    if out.suffix not in (".png", ".npy"):
-        raise GanlibError(f"--out: {out} must end in .png (a grid) or .npy (the uint8 array)")
+    if out.suffix not in (".png", ".npy") or out.is_dir():
+        raise GanlibError(f"--out: {out} must be a file ending in .png (a grid) or .npy")
     seeds = list(range(args.seed, args.seed + args.n))
     labels = None if args.label is None else [args.label] * args.n
     if args.model.startswith("models:/"):

@@ -81,7 +81,11 @@ def test_tracking_uri_comes_from_env_then_params_yaml(
         (["--model", "missing-dir"], "--model: missing-dir is not models:/NAME@ALIAS"),
         (["-n", "0"], "-n: must be at least 1, got 0"),
         (["--nrow", "0"], "--nrow: must be at least 1, got 0"),
-        (["--out", "grid.jpg"], "--out: grid.jpg must end in .png"),
+        (["--out", "grid.jpg"], "--out: grid.jpg must be a file ending in .png"),
+        (["--out", "."], "--out: . must be a file ending in .png"),
+        (["-n", "1000000000"], "-n: at most 65536 images per call, got 1000000000"),
+        (["--seed", str(2**64)], "--seed: seeds must be in [0, 2**63)"),
+        (["--seed", "-1"], "--seed: seeds must be in [0, 2**63)"),
         (["--label", "1"], "label: this generator is unconditional"),
         (["--model", "models:/uncond@champion", "--label", "1"], "generator is unconditional"),
     ],
@@ -90,6 +94,49 @@ def test_errors_are_one_line_and_exit_2(store, tmp_path, monkeypatch, capsys, ar
     monkeypatch.chdir(tmp_path)
     argv = ["sample", "--model", str(store.uncond), "--out", "x.npy", "--tracking-uri", store.uri]
     assert main(argv + args) == 2  # the later --model / --out win
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.npy").exists()
+
+
+def _truncate(d):
+    (d / "generator.pt").write_bytes((d / "generator.pt").read_bytes()[:100])
+
+
+def _config(d, change):
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps(change(cfg)))
+
+
+BROKEN_EXPORTS = {
+    "truncated weights": (_truncate, "generator.pt: not a readable state dict"),
+    "malformed config": (
+        lambda d: (d / "config.json").write_text("{oops"),
+        "config.json: not valid JSON",
+    ),
+    "no model_config": (
+        lambda d: _config(d, lambda c: {k: v for k, v in c.items() if k != "model_config"}),
+        "config.json: no model_config mapping",
+    ),
+    "unknown arch": (
+        lambda d: _config(d, lambda c: {**c, "model_config": {**c["model_config"], "arch": "x"}}),
+        "model_config does not build a generator (unknown arch 'x'",
+    ),
+    "other weights": (
+        lambda d: _config(d, lambda c: {**c, "model_config": {**c["model_config"], "width": 8}}),
+        "generator.pt: does not match",
+    ),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_EXPORTS))
+def test_a_broken_export_is_one_line(tmp_path, capsys, broken):
+    """A damaged models/generator: the CLI (and everything that loads it) says which file."""
+    from tests.test_sampling import export_tiny
+
+    damage, message = BROKEN_EXPORTS[broken]
+    damage(export_tiny(tmp_path / "gen"))
+    assert main(["sample", "--model", str(tmp_path / "gen"), "--out", str(tmp_path / "x.npy")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.npy").exists()
