@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,27 @@ def load_checkpoint(path: Path, fields: Iterable[str] = CHECKPOINT_FIELDS) -> di
             "directory to train from the start"
         )
     return state
+
+
+def load_newest_checkpoint(candidates: Sequence[Path]) -> dict[str, Any] | None:
+    """The newest readable checkpoint of ``candidates`` (oldest first), or None for none.
+
+    A truncated or corrupt newest checkpoint (a disk that filled, a copy cut short) is skipped
+    with a line on stderr and the one before it is read: resuming a few hundred steps earlier
+    beats a run that can never resume. When none is readable, the newest one's error.
+    """
+    error = None
+    for path in reversed(candidates):
+        try:
+            state = load_checkpoint(path)
+        except GanlibError as exc:
+            error = error or exc
+            print(f"warning: skipping an unreadable checkpoint: {exc}", file=sys.stderr)
+            continue
+        return state
+    if error is not None:
+        raise error
+    return None
 
 
 def rng_state() -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ganlib.artifacts import load_checkpoint, save_checkpoint
+from ganlib.artifacts import load_checkpoint, load_newest_checkpoint, save_checkpoint
 from ganlib.config import TrainConfig
 from ganlib.errors import GanlibError
 from ganlib.training.loop import RunSpec, train
@@ -48,8 +48,15 @@ class RayTrainSession:
         ckpt = ray.train.get_checkpoint()
         if ckpt is None:
             return None
-        with ckpt.as_directory() as d:
-            return load_checkpoint(Path(d))
+        if ckpt.filesystem.type_name != "local":
+            with ckpt.as_directory() as d:
+                return load_checkpoint(Path(d))
+        # On local storage, the older checkpoints beside it are the fallback when the latest
+        # is unreadable (Ray would otherwise restart the workers on the same broken file).
+        latest = Path(ckpt.path)
+        siblings = (p for p in latest.parent.glob("checkpoint_*") if p.is_dir())
+        older = sorted(p for p in siblings if p.name < latest.name)
+        return load_newest_checkpoint([*older, latest])
 
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         import ray.train

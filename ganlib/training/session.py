@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from ganlib.artifacts import load_checkpoint, save_checkpoint
+from ganlib.artifacts import load_newest_checkpoint, save_checkpoint
 
 
 class Session(Protocol):
@@ -74,8 +74,7 @@ class LocalSession:
         return sorted(self.storage.glob("checkpoint_*"))
 
     def load_latest(self) -> dict[str, Any] | None:
-        found = self._checkpoints()
-        return load_checkpoint(found[-1]) if found else None
+        return load_newest_checkpoint(self._checkpoints())
 
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         if state is None:

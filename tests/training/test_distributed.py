@@ -113,3 +113,16 @@ def test_crashes_beyond_max_failures_fail_cleanly(ray_local, digit_shards, tmp_p
     )
     with pytest.raises(GanlibError, match="training failed after 0 restarts"):
         fit(spec, storage=Path(tmp_path / "ray"), name="fail")
+
+
+def test_a_truncated_latest_checkpoint_resumes_from_the_one_before(
+    ray_local, digit_shards, tmp_path
+):
+    """Ray hands the workers its latest checkpoint; when that file is cut short the worker
+    reads the one before instead of failing on it at every restart."""
+    fit(spec_for(digit_shards, steps=6), storage=tmp_path, name="cut")  # checkpoints at 3, 6
+    latest = sorted(p for p in (tmp_path / "cut").glob("checkpoint_*") if p.is_dir())[-1]
+    latest /= "checkpoint.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    state, _ = fit(spec_for(digit_shards, steps=9), storage=tmp_path, name="cut")
+    assert state["step"] == 9 and state["resumed_from"] == [3]

@@ -96,6 +96,17 @@ def test_divergence_stops_without_checkpointing_garbage(digit_shards, tmp_path):
         assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
 
 
+def test_a_truncated_latest_checkpoint_resumes_from_the_one_before(digit_shards, tmp_path, capfd):
+    run(spec_for(digit_shards, steps=6), tmp_path)  # checkpoints at 3 and 6
+    latest = sorted(tmp_path.glob("checkpoint_*"))[-1] / "checkpoint.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    out = run(spec_for(digit_shards, steps=9), tmp_path)
+    assert out["step"] == 9
+    state = load_checkpoint(sorted(tmp_path.glob("checkpoint_*"))[-1])
+    assert state["step"] == 9 and state["resumed_from"] == [3]
+    assert "skipping an unreadable checkpoint" in capfd.readouterr().err
+
+
 def test_weights_that_turn_nan_stop_training_at_that_step(digit_shards, tmp_path, monkeypatch):
     """The losses of step 2 are finite (computed before its update) and the update leaves G
     NaN: the loop stops at step 2 and no checkpoint holds the NaN weights."""
