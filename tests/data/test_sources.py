@@ -4,6 +4,7 @@ import io
 import itertools
 import json
 import os
+import zipfile
 
 import numpy as np
 import pyarrow as pa
@@ -337,7 +338,15 @@ def test_npz_bad_inputs(tmp_path):
     np.savez(tmp_path / "noy.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.zeros(3, np.int64))
     np.savez(tmp_path / "nox.npz", images=np.zeros((2, 4, 4), np.uint8))
     (tmp_path / "text.npz").write_text("not a zip")
+    with zipfile.ZipFile(tmp_path / "raw.npz", "w") as zf:  # a member x, not x.npy
+        zf.writestr("x", b"\0" * 32)
+    huge = tmp_path / "huge.npz"  # declares 20000x20000 images in a few hundred bytes
+    with zipfile.ZipFile(huge, "w") as zf, zf.open("x.npy", "w") as fp:
+        header = {"descr": "|u1", "fortran_order": False, "shape": (1, 20000, 20000)}
+        np.lib.format.write_array_header_1_0(fp, header)
     cases = {
+        "raw.npz": "its member x is not an .npy array",
+        "huge.npz": "x holds 20000x20000 images, over data.max_image_pixels (1000000)",
         "float.npz": "x is float32 (2, 4, 4), expected uint8",
         "flat.npz": "x is uint8 (2, 16), expected uint8",
         "noy.npz": "y is int64 (3,), expected 2 integers",
@@ -347,7 +356,7 @@ def test_npz_bad_inputs(tmp_path):
     }
     for name, expected in cases.items():
         with pytest.raises(GanlibError) as info:
-            open_source(cfg(f"npz:{tmp_path / name}"))
+            open_source(cfg(f"npz:{tmp_path / name}", max_image_pixels=1_000_000))
         assert expected in str(info.value), name
 
 

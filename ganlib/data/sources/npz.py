@@ -35,13 +35,24 @@ def open_npz(cfg: DataConfig) -> Source:
             y = npz["y"] if "y" in npz.files else None
         except ValueError as exc:  # an object array: numpy refuses to unpickle it
             raise GanlibError(f"data.source: npz '{path}': y: {exc}") from None
-    with zipfile.ZipFile(path) as zf, zf.open("x.npy") as fp:
-        shape, fortran_order, dtype = _npy_header(fp, path)
+    with zipfile.ZipFile(path) as zf:
+        if "x.npy" not in zf.namelist():
+            raise GanlibError(
+                f"data.source: npz '{path}': its member x is not an .npy array; write the "
+                "archive with numpy.savez(path, x=images)"
+            )
+        with zf.open("x.npy") as fp:
+            shape, fortran_order, dtype = _npy_header(fp, path)
     ok_shape = len(shape) == 3 or (len(shape) == 4 and shape[3] in (1, 3, 4))
     if dtype != np.uint8 or not ok_shape or 0 in shape[1:]:
         raise GanlibError(
             f"data.source: npz '{path}': x is {dtype} {shape}, expected uint8 [N, H, W] or "
             "[N, H, W, C] with C = 1, 3 or 4"
+        )
+    if shape[1] * shape[2] > cfg.max_image_pixels:  # every row is that size: refuse them all
+        raise GanlibError(
+            f"data.source: npz '{path}': x holds {shape[1]}x{shape[2]} images, over "
+            f"data.max_image_pixels ({cfg.max_image_pixels}); resize them or raise the limit"
         )
     if y is not None and (y.shape != (shape[0],) or not np.issubdtype(y.dtype, np.integer)):
         raise GanlibError(
