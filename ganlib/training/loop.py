@@ -282,11 +282,17 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         window_images += images_per_step
 
         # -- every rank agrees on finiteness, so all of them stop together ---------------------
-        # The losses, and the weights after this step's update (an infinite learning rate
-        # leaves the losses finite and G NaN): a checkpoint never holds a non-finite weight.
+        # The losses, and before a log or a checkpoint the weights after this step's update
+        # (a huge learning rate can leave the losses finite and G NaN): a checkpoint never
+        # holds a non-finite weight. Elsewhere NaN weights show in the next step's losses; not
+        # checking every step saves 3-5 % of a digits step on CPU.
         names = list(stats)
         values = torch.stack([stats[k].reshape(()) for k in names]).float()
-        finite = (torch.isfinite(values).all() & _finite_weights(G, D)).float().reshape(1)
+        finite = torch.isfinite(values).all()
+        want_ckpt = step % cfg.ckpt_every == 0 or step == cfg.steps
+        if want_log or want_ckpt:
+            finite &= _finite_weights(G, D)
+        finite = finite.float().reshape(1)
         all_reduce_mean(finite)
         if finite.item() < 1.0:
             # Stop instead of training on garbage; no checkpoint of the broken state.
@@ -315,7 +321,7 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
             tracker.log_grid(task.grid_images(G_ema, grid), step)
 
         # -- checkpoint: every rank reports, rank 0 with the state -----------------------------
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if want_ckpt:
             counters["wall_s"] = wall_at_start + time.perf_counter() - session_t0
             snap = snapshot()
             metrics = {"step": step, "kimg": counters["images_seen"] / 1000}
