@@ -300,7 +300,9 @@ def promotion_lock(
             )
             break
         except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            # Held; or released between the failed insert and MLflow's look-up of the holder
+            # (the SQL store then reports the lock "not found"): try again either way.
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
         _break_if_stale(client, lock)
         if time.monotonic() > deadline:
