@@ -12,7 +12,8 @@ inpainting) is strictly lower than the champion's under the same protocol hash; 
 new version takes ``challenger``. A
 dethroned champion keeps no alias; ``register/model.json`` names it (``previous_champion``) for
 a rollback (``set_registered_model_alias(name, "champion", previous)``). The alias is set last,
-so a failure anywhere before it leaves ``champion`` where it was.
+so a failure anywhere before it leaves ``champion`` where it was; reading the champion,
+comparing and setting run under :func:`promotion_lock`, so concurrent registers serialise.
 """
 
 from __future__ import annotations
