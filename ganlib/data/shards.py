@@ -120,6 +120,9 @@ def write_shards(
             disable=None if progress else True,  # None: off when stderr is not a terminal
         ) as inputs:
             stats = _write_all(inputs, tmp, shard_size, val_fraction, classes, source)
+        kept = out_dir / ".gitignore"  # DVC's, tracked by git: the new shards keep it
+        if kept.is_file():
+            shutil.copy2(kept, tmp / kept.name)
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -227,6 +227,16 @@ def test_success_replaces_previous_output(tmp_path):
     ]
 
 
+def test_dvcs_gitignore_in_the_output_survives_a_rewrite(tmp_path):
+    """`python -m pipeline.shard` outside DVC must not delete the tracked .gitignore."""
+    out = tmp_path / "shards"
+    out.mkdir()
+    (out / ".gitignore").write_text("/train\n/val\n/manifest.parquet\n")
+    write(samples(10), out)
+    assert (out / ".gitignore").read_text() == "/train\n/val\n/manifest.parquet\n"
+    assert (out / "manifest.parquet").is_file()
+
+
 def test_zero_usable_images_is_a_clear_error(tmp_path):
     out = tmp_path / "shards"
     bad = [Skipped("a/1.png", "not an image"), Skipped("a/2.png", "empty file")]
