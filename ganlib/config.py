@@ -500,7 +500,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
-    if raw is not None and not isinstance(raw, Mapping):
+    if raw is None:  # an emptied file would run every stage on defaults without a word
+        raise ConfigError(
+            f"{path}: empty; restore it (git checkout {path.name}) or write the sections to change"
+        )
+    if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: must be a mapping of sections")
     return Params.from_dict(raw)
 

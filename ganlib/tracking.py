@@ -43,6 +43,13 @@ def client(cfg: MlflowConfig, project: Path):
 
     uri = resolve_uri(cfg.tracking_uri, project)
     check_reachable(uri)
+    if uri.startswith("sqlite:///"):  # MLflow would create the directory and a new database
+        folder = Path(uri[len("sqlite:///") :]).parent
+        if not folder.is_dir():
+            raise GanlibError(
+                f"mlflow.tracking_uri: {uri}: the directory {folder} does not exist; fix the "
+                "path (a new database is created only in an existing directory)"
+            )
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -101,6 +101,11 @@ def test_load_params_errors(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_params(bad)
+    bad.write_text("# nothing but a comment\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: empty; restore it \(git checkout"):
+        load_params(bad)
+    bad.write_text("{}\n")  # an explicit empty mapping: the defaults, on purpose
+    assert load_params(bad) == Params()
 
 
 def test_to_dict_round_trips_and_flattens():
