@@ -285,9 +285,9 @@ def promotion_lock(
 ) -> Iterator[None]:
     """Serialise the promotions of ``name`` across processes and machines.
 
-    The mutex is the registry's own unique name constraint, so every backend honours it
-    (SQLite, a SQL server, an MLflow server): the lock is held by whoever created the
-    registered model :func:`lock_name`, and released by deleting it. A lock older than
+    The mutex is the registry's own unique name constraint, so any SQL-backed registry honours
+    it, directly or behind an MLflow server (tested on SQLite): the lock is held by whoever
+    created the registered model :func:`lock_name`, and released by deleting it. A lock older than
     ``lease_s`` (its holder died) is broken. Waiting longer than ``wait_s`` is one line.
     """
     lock = lock_name(name)
