@@ -57,8 +57,9 @@ def main() -> None:
         numbers["metric.floor_fid"] = metrics["floor"]["fid"]
     manifest = (SHARDS / "manifest.parquet").read_bytes()
     stats = json.loads((SHARDS / "stats.json").read_text())
-    data = {"source": params.data.source, "train": stats["train"], "val": stats["val"],
-            "resolution": params.data.resolution, "channels": params.data.channels}  # fmt: skip
+    data = {"source": params.data.source} | {
+        k: stats[k] for k in ("train", "val", "resolution", "channels")
+    }  # what was sharded
     describe = functools.partial(
         version_description, task_name=params.task, model_name=name, metrics=metrics,
         data=data, run_id=run_id,

@@ -28,7 +28,12 @@ from ganlib.data.loader import BATCH_NAMES, iter_split
 from ganlib.data.shards import dataset_info
 from ganlib.errors import GanlibError
 from ganlib.featurize.classifier import train_classifier
-from ganlib.metrics.extractors import load_inception, packaged_inception, random_extractor
+from ganlib.metrics.extractors import (
+    Extractor,
+    load_inception,
+    packaged_inception,
+    random_extractor,
+)
 from ganlib.metrics.inception import INSTALL_HINT
 from ganlib.metrics.reference import REFERENCE, compute_outputs, save_reference
 
@@ -41,27 +46,28 @@ _RATE_IMAGES = 4  # images timed to estimate Inception's rate on this machine
 
 def choose_kind(
     cfg: FeaturizeConfig, *, labelled: bool, channels: int, train_samples: int
-) -> tuple[str, dict[str, Any]]:
-    """``(kind, why)``: ``auto`` is the classifier on labelled data; on RGB data the standard
-    Inception when ``ganlib[inception]`` is installed and its features of the ``train_samples``
-    reference images take at most ``featurize.inception_budget_s`` on this machine (measured on
-    a few images); else the random network. ``why`` holds the ``choice`` line for the card
-    when auto passed over Inception, and the measured rate and estimate for the report."""
+) -> tuple[str, dict[str, Any], Extractor | None]:
+    """``(kind, why, inception)``: ``auto`` is the classifier on labelled data; on RGB data the
+    standard Inception when ``ganlib[inception]`` is installed and its features of the
+    ``train_samples`` reference images take at most ``featurize.inception_budget_s`` on this
+    machine (measured on a few images); else the random network. ``why`` holds the ``choice``
+    line for the card when auto passed over Inception, and the measured rate and estimate for
+    the report; ``inception`` the network auto built and timed, when it chose it (else None)."""
     if cfg.kind == "classifier" and not labelled:
         raise GanlibError(
             "featurize.kind: classifier needs labelled data; the shards have none; "
             "use random or inception"
         )
     if cfg.kind != "auto":
-        return cfg.kind, {}
+        return cfg.kind, {}, None
     if labelled:
-        return "classifier", {}
+        return "classifier", {}, None
     if channels != 3:
-        return "random", {}
+        return "random", {}, None
     try:
         extractor = packaged_inception()
     except GanlibError:
-        return "random", {"choice": NOT_INSTALLED}
+        return "random", {"choice": NOT_INSTALLED}, None
     x = torch.zeros(_RATE_IMAGES, 3, 64, 64)
     extractor.features(x[:1])  # warm-up: allocations, kernel choice
     t0 = time.perf_counter()
@@ -72,8 +78,8 @@ def choose_kind(
         "inception_estimate_s": round(train_samples / rate, 1),
     }
     if train_samples / rate > cfg.inception_budget_s:
-        return "random", {"choice": OVER_BUDGET, **why}
-    return "inception", why
+        return "random", {"choice": OVER_BUDGET, **why}, None
+    return "inception", why, extractor
 
 
 def featurize(cfg: FeaturizeConfig, shards: Path, out: Path, *, seed: int) -> dict[str, Any]:
@@ -81,7 +87,7 @@ def featurize(cfg: FeaturizeConfig, shards: Path, out: Path, *, seed: int) -> di
     (written whole or not at all); returns the report (``featurize/report.json``)."""
     info = dataset_info(shards)
     t0 = time.perf_counter()
-    kind, why = choose_kind(
+    kind, why, extractor = choose_kind(
         cfg,
         labelled=bool(info["classes"]),
         channels=info["channels"],
@@ -102,7 +108,7 @@ def featurize(cfg: FeaturizeConfig, shards: Path, out: Path, *, seed: int) -> di
         )
     elif cfg.inception_weights:
         extractor = load_inception(cfg.inception_weights)
-    else:
+    elif extractor is None:  # not already built by auto
         extractor = packaged_inception()
     # Single-image shards: their one field; translation shards: the target domain, b.png.
     field = "b.png" if "b.png" in info["fields"] else "png"

@@ -151,7 +151,6 @@ def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dic
 def diverged_error(step: int, ckpt_dir: str | None) -> GanlibError:
     where = ckpt_dir or "none"
     return GanlibError(
-        f"training diverged: a loss or a weight is NaN/inf at step {step}; last good checkpoint: "
-        f"{where}; "
-        "lower train.lr_g / train.lr_d or change train.loss"
+        f"training diverged: a loss or a weight is NaN/inf at step {step}; last good "
+        f"checkpoint: {where}; lower train.lr_g / train.lr_d or change train.loss"
     )
