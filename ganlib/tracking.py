@@ -6,6 +6,7 @@ Only drivers and rank 0 write (SQLite does not like many writers). Artifacts go 
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -86,18 +87,28 @@ def start_run(
 ) -> str:
     """Create a run (params logged once), or reopen the one recorded in ``resume_file`` when
     it did not finish (an interrupted stage continues its run; a finished one that is trained
-    further, e.g. with more steps, gets a new run)."""
+    further, e.g. with more steps, gets a new run).
+
+    First, runs of the same stage that a killed process left RUNNING are closed as FAILED
+    (:func:`close_abandoned_runs`); the run records which process owns it."""
+    if "ganlib.stage" in tags:
+        close_abandoned_runs(mlflow_client, exp_id, tags["ganlib.stage"])
+    owner = _owner()
     if resume_file is not None and resume_file.is_file():
         run_id = resume_file.read_text().strip()
         try:
             if mlflow_client.get_run(run_id).info.status != "FINISHED":
                 mlflow_client.update_run(run_id, status="RUNNING")
+                for key, value in owner.items():
+                    mlflow_client.set_tag(run_id, key, value)
+                if "ganlib.ended" in mlflow_client.get_run(run_id).data.tags:
+                    mlflow_client.delete_tag(run_id, "ganlib.ended")  # it runs again
                 return run_id
         except Exception:  # the run was deleted, or another tracking server: start anew
             pass
     from mlflow.entities import Param
 
-    all_tags = dict(tags)
+    all_tags = dict(tags) | owner
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = mlflow_client.create_run(exp_id, run_name=run_name, tags=all_tags)
@@ -109,6 +120,54 @@ def start_run(
         resume_file.parent.mkdir(parents=True, exist_ok=True)
         resume_file.write_text(run_id)
     return run_id
+
+
+def _owner(pid: int | None = None) -> dict[str, str]:
+    """Tags naming the process that keeps a run RUNNING: host, pid and the pid's start time
+    (a pid is reused once its process is gone)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    return {
+        "ganlib.host": socket.gethostname(),
+        "ganlib.pid": str(proc.pid),
+        "ganlib.pid_started": f"{proc.create_time():.2f}",
+    }
+
+
+def _owner_gone(tags: dict[str, str]) -> bool:
+    """Whether the process named by a run's owner tags has ended (only knowable on its host)."""
+    import psutil
+
+    if tags.get("ganlib.host") != socket.gethostname() or "ganlib.pid" not in tags:
+        return False
+    try:
+        return _owner(int(tags["ganlib.pid"]))["ganlib.pid_started"] != tags["ganlib.pid_started"]
+    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, ValueError):
+        return True
+
+
+def close_abandoned_runs(mlflow_client, exp_id: str, stage: str) -> list[str]:
+    """End as FAILED the runs of ``stage`` (and their child runs) that are RUNNING although
+    the process that ran them is gone (kill -9, OOM killer, a closed terminal), so that the
+    MLflow UI does not show them running forever. Runs of live processes, and of other
+    hosts (their processes cannot be checked from here), are left alone. Returns the ids."""
+    query = f"tags.`ganlib.stage` = '{stage}' and attributes.status = 'RUNNING'"
+    gone = [
+        r.info.run_id
+        for r in mlflow_client.search_runs([exp_id], filter_string=query, max_results=1000)
+        if _owner_gone(r.data.tags)
+    ]
+    closed = list(gone)
+    for run_id in gone:
+        children = f"tags.`mlflow.parentRunId` = '{run_id}' and attributes.status = 'RUNNING'"
+        closed += [r.info.run_id for r in mlflow_client.search_runs([exp_id], children)]
+    for run_id in closed:
+        mlflow_client.set_tag(run_id, "ganlib.ended", "its process was gone (killed)")
+        mlflow_client.set_terminated(run_id, status="FAILED")
+    if gone:
+        print(f"{stage}: MLflow run(s) {', '.join(gone)} left RUNNING by a killed process: FAILED")
+    return closed
 
 
 def log_metrics(mlflow_client, run_id: str, metrics: dict[str, float], step: int = 0) -> None:

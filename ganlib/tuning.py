@@ -85,6 +85,9 @@ class TuneSession:
     def load_latest(self) -> None:
         return None
 
+    def stop_requested(self) -> bool:  # Ray Tune stops trials itself (ASHA, Ctrl-C)
+        return False
+
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         from ray import tune
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from ganlib import tracking
@@ -24,3 +28,31 @@ def test_a_relative_sqlite_store_is_the_projects_and_is_created_on_first_use(tmp
     tracking.require_run(client, run_id, "train/summary.json")
     with pytest.raises(GanlibError, match=f"train/summary.json: MLflow run {'0' * 32} is not in"):
         tracking.require_run(client, "0" * 32, "train/summary.json")
+
+
+def test_runs_left_running_by_a_killed_process_are_closed_and_live_ones_kept(tmp_path):
+    client = tracking.client(MlflowConfig(), tmp_path)
+    exp = tracking.experiment_id(client, "ganlib", tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_owner = tracking._owner(dead.pid)  # while it lives: its pid and start time
+    dead.wait()
+
+    def running(owner: dict[str, str], stage: str = "train", **more) -> str:
+        run = client.create_run(exp, tags={"ganlib.stage": stage, **owner, **more})
+        return run.info.run_id
+
+    killed = running(dead_owner)
+    child = running({}, stage="tune-trial", **{"mlflow.parentRunId": killed})
+    alive = running(tracking._owner())  # this process
+    elsewhere = running(dead_owner | {"ganlib.host": "another-host"})
+    other_stage = running(dead_owner, stage="tune")
+    reused_pid = running(dead_owner | {"ganlib.pid": str(os.getpid())})  # pid of another start
+    closed = tracking.close_abandoned_runs(client, exp, "train")
+    assert sorted(closed) == sorted([killed, child, reused_pid])
+    status = {r: client.get_run(r).info.status for r in (killed, child, alive, elsewhere)}
+    assert status == {killed: "FAILED", child: "FAILED", alive: "RUNNING", elsewhere: "RUNNING"}
+    assert client.get_run(other_stage).info.status == "RUNNING"
+    # a stage that starts closes them itself, and its own run names its process
+    mine = tracking.start_run(client, exp, run_name="r", params={}, tags={"ganlib.stage": "tune"})
+    assert client.get_run(other_stage).info.status == "FAILED"
+    assert client.get_run(mine).data.tags["ganlib.pid"] == str(os.getpid())

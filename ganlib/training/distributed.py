@@ -9,7 +9,11 @@ crashed worker group is restarted from the last checkpoint up to ``train.max_fai
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +21,35 @@ import torch
 
 from ganlib.artifacts import load_checkpoint, load_newest_checkpoint, save_checkpoint
 from ganlib.config import TrainConfig
-from ganlib.errors import GanlibError
+from ganlib.errors import GanlibError, Interrupted
 from ganlib.training.loop import RunSpec, train
 
 
-class RayTrainSession:
-    """A Ray Train worker: its rank, DDP wrapping via ``prepare_model``, checkpoints via report."""
+class StopSignal:
+    """A Ray actor the driver sets on SIGINT/SIGTERM and every worker watches.
+
+    An actor rather than a file: it works on a cluster whose nodes share no disk. A worker
+    asks ``wait`` once and checks the future every step (a local ``done()``, no RPC).
+    """
 
     def __init__(self) -> None:
+        import asyncio
+
+        self._event = asyncio.Event()
+
+    async def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> bool:
+        await self._event.wait()
+        return True
+
+
+class RayTrainSession:
+    """A Ray Train worker: its rank, DDP wrapping via ``prepare_model``, checkpoints via report,
+    the driver's stop request via a :class:`StopSignal` actor."""
+
+    def __init__(self, stop=None) -> None:
         import ray.train
         import ray.train.torch
 
@@ -32,6 +57,10 @@ class RayTrainSession:
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.device = ray.train.torch.get_device()
+        self._stop = stop.wait.remote().future() if stop is not None else None
+
+    def stop_requested(self) -> bool:
+        return self._stop is not None and self._stop.done()
 
     def prepare(self, module: torch.nn.Module, *, sync_buffers: bool) -> torch.nn.Module:
         import ray.train.torch
@@ -70,7 +99,7 @@ class RayTrainSession:
 
 
 def _worker(config: dict[str, Any]) -> None:
-    train(config["spec"], RayTrainSession())
+    train(config["spec"], RayTrainSession(config.get("stop")))
 
 
 def use_gpu(device: str) -> bool:
@@ -111,9 +140,10 @@ def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dic
     cfg = spec.train
     gpu = use_gpu(cfg.device)
     check_placeable(cfg, gpu)
+    stop = ray.remote(num_cpus=0)(StopSignal).remote()
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"spec": spec},
+        train_loop_config={"spec": spec, "stop": stop},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers,
             use_gpu=gpu,
@@ -130,7 +160,8 @@ def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dic
         ),
     )
     try:
-        result = trainer.fit()
+        with _stop_on_signals(stop) as received:
+            result = _in_thread(trainer.fit)
     except ray.train.TrainingFailedError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GanlibError(
@@ -143,9 +174,68 @@ def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dic
         raise diverged_error(int(metrics["diverged_at"]), last)
     if result.checkpoint is None:
         raise GanlibError(f"training under {storage / name} produced no checkpoint")
+    if metrics.get("interrupted_at") is not None:
+        raise Interrupted(
+            f"interrupted at step {int(metrics['interrupted_at'])}; `dvc repro` resumes",
+            received[0] if received else signal.SIGINT,
+        )
     with result.checkpoint.as_directory() as d:
         state = load_checkpoint(Path(d))
     return state, metrics
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop) -> Iterator[list[int]]:
+    """While training, the first SIGINT or SIGTERM sets ``stop`` (the workers finish the next
+    step, checkpoint it and return); a second one raises KeyboardInterrupt now, without a
+    final checkpoint. Yields the signals received. Only the main thread can handle signals:
+    elsewhere (under Tune) this does nothing."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            raise KeyboardInterrupt
+        stop.set.remote()
+        print(
+            f"{signal.Signals(signum).name}: stopping after this step with a checkpoint "
+            "(again to stop now, without one)",
+            flush=True,
+        )
+
+    before = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+
+
+def _in_thread(fn: Callable[[], Any]) -> Any:
+    """``fn()`` in a helper thread while the main thread waits, handling signals.
+
+    Ray Train's ``fit`` installs its own SIGINT handler when called from the main thread (it
+    aborts the workers where they are: the checkpoints they report while shutting down are
+    left out of Ray's snapshot, and the run exits 1); from another thread it installs none,
+    as under Tune. Waiting in short joins keeps the main thread able to run handlers."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="ray-train-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def diverged_error(step: int, ckpt_dir: str | None) -> GanlibError:

@@ -141,8 +141,9 @@ def plain_step(
 def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     """Train until ``spec.train.steps``, resuming from the session's last checkpoint when it
     has the same ``identity``. Returns the final step, ``diverged_at`` (the step where a loss
-    or a weight stopped being finite, else None) and this rank's unwrapped ``G``, ``D`` and
-    ``G_ema``."""
+    or a weight stopped being finite, else None), ``interrupted_at`` (the step of the final
+    checkpoint when the session asked to stop, else None) and this rank's unwrapped ``G``,
+    ``D`` and ``G_ema``."""
     cfg, task = spec.train, get_task(spec.task)
     device = session.device
     rank, world = session.rank, session.world_size
@@ -265,6 +266,7 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     wall_at_start = counters["wall_s"]
     last_ckpt_step = counters["step"] if state is not None else None
     images_per_step = step_fn.images_per_step() * world
+    stopping = False  # asked to stop: this step is the last, and it is checkpointed
     while counters["step"] < cfg.steps:
         step = counters["step"] + 1
         _maybe_fail(spec, step, rank, world)
@@ -281,20 +283,22 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         counters["epoch"], counters["batch"] = cursor.epoch, cursor.batch
         window_images += images_per_step
 
-        # -- every rank agrees on finiteness, so all of them stop together ---------------------
+        # -- every rank agrees on finiteness and on stopping, so all of them stop together -----
         # The losses, and before a log or a checkpoint the weights after this step's update
         # (a huge learning rate can leave the losses finite and G NaN): a checkpoint never
         # holds a non-finite weight. Elsewhere NaN weights show in the next step's losses; not
-        # checking every step saves 3-5 % of a digits step on CPU.
+        # checking every step saves 3-5 % of a digits step on CPU. A stop request seen by any
+        # rank rides on the same all-reduce: the next step is the last and is checkpointed
+        # (its weights are checked), so every rank stops at one step boundary.
         names = list(stats)
         values = torch.stack([stats[k].reshape(()) for k in names]).float()
         finite = torch.isfinite(values).all()
-        want_ckpt = step % cfg.ckpt_every == 0 or step == cfg.steps
+        want_ckpt = step % cfg.ckpt_every == 0 or step == cfg.steps or stopping
         if want_log or want_ckpt:
             finite &= _finite_weights(G, D)
-        finite = finite.float().reshape(1)
-        all_reduce_mean(finite)
-        if finite.item() < 1.0:
+        flags = torch.tensor([float(finite), float(session.stop_requested())])
+        all_reduce_mean(flags)
+        if flags[0].item() < 1.0:
             # Stop instead of training on garbage; no checkpoint of the broken state.
             session.report({"step": step, "diverged_at": step}, None)
             return {"step": step, "diverged_at": step, "last_good_step": last_ckpt_step}
@@ -327,18 +331,26 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
             metrics = {"step": step, "kimg": counters["images_seen"] / 1000}
             if history:
                 metrics.update({k: v for k, v in history[-1].items() if v is not None})
-            if probe is not None:  # rank 0 only: Ray Train and Tune read rank 0's metrics
+            if stopping and step < cfg.steps:  # no probe: whoever stops the run is waiting
+                metrics["interrupted_at"] = step
+            elif probe is not None:  # rank 0 only: Ray Train and Tune read rank 0's metrics
                 metrics[task.probe_metric] = probe(G_ema)
                 if tracker:
                     tracker.log_metrics({task.probe_metric: metrics[task.probe_metric]}, step)
             session.report(metrics, snap or None)
             last_ckpt_step = step
+        if stopping and step < cfg.steps:
+            return {"step": step, "diverged_at": None, "interrupted_at": step}
+        stopping = flags[1].item() > 0
 
     if state is not None and counters["step"] == state["step"]:
         # Nothing left to train (a finished run was re-run): report once so that every
         # rank has reported and the result carries the checkpoint we resumed from.
         session.report({"step": counters["step"]}, snapshot() or None)
-    return {"step": counters["step"], "diverged_at": None, "G": G, "D": D, "G_ema": G_ema}
+    return {
+        "step": counters["step"], "diverged_at": None, "interrupted_at": None,
+        "G": G, "D": D, "G_ema": G_ema,
+    }  # fmt: skip
 
 
 def history_columns(history: list[dict[str, Any]]) -> list[str]:

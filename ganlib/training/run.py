@@ -20,7 +20,7 @@ from ganlib import tracking
 from ganlib.artifacts import generator_from_checkpoint
 from ganlib.config import Params, flatten, to_dict
 from ganlib.data.shards import dataset_info
-from ganlib.errors import GanlibError
+from ganlib.errors import GanlibError, Interrupted
 from ganlib.grid import save_grid
 from ganlib.tasks import get_task
 from ganlib.training.distributed import fit
@@ -133,18 +133,14 @@ def train_run(
         fail_at_step=fail_at_step,
         fail_marker=str(storage / name / "injected_failure") if fail_at_step else None,
     )
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network here, no prompt
-        # Ray Train's controller polls its workers every 2 s by default: each run then waits
-        # up to 2 s to see the workers finish, and a crash soon after a report can miss its
-        # checkpoint. A poll is one cheap RPC; 0.25 s cut a small run's end from 5 s to 1 s.
-        # Read by the local cluster ray.init starts here (a joined cluster keeps its own).
-        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
-        # The dashboard is needed: Ray Train's placement-group cleaner asks its state API.
-        ray.init(logging_level="WARNING")
     t0 = time.perf_counter()
-    try:
+    try:  # from here on, the MLflow run ends FAILED or KILLED if the stage does not finish
+        if not ray.is_initialized():
+            start_local_ray()
         state, last = fit(spec, storage=storage, name=name)
+    except (Interrupted, KeyboardInterrupt):
+        mlflow.set_terminated(run_id, status="KILLED")
+        raise
     except GanlibError:
         mlflow.set_terminated(run_id, status="FAILED")
         raise
@@ -157,6 +153,20 @@ def train_run(
     tracking.log_metrics(mlflow, run_id, numbers, state["step"])
     mlflow.set_terminated(run_id)
     return TrainResult(state=state, summary=summary)
+
+
+def start_local_ray() -> None:
+    """``ray.init`` of a one-machine cluster for this process."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network here, no prompt
+    # Ray Train's controller polls its workers every 2 s by default: each run then waits
+    # up to 2 s to see the workers finish, and a crash soon after a report can miss its
+    # checkpoint. A poll is one cheap RPC; 0.25 s cut a small run's end from 5 s to 1 s.
+    # Read by the local cluster ray.init starts here (a joined cluster keeps its own).
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    # The dashboard is needed: Ray Train's placement-group cleaner asks its state API.
+    ray.init(logging_level="WARNING")
 
 
 def summarize(state: dict[str, Any], wall_s: float, run_id: str, info: dict) -> dict[str, Any]:

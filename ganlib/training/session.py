@@ -8,6 +8,7 @@ Train and Ray Tune sessions live in :mod:`ganlib.training.distributed`.
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +31,10 @@ class Session(Protocol):
 
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         """Report metrics (every rank, same number of times); rank 0 passes the state."""
+
+    def stop_requested(self) -> bool:
+        """Whether the run was asked to stop (SIGINT/SIGTERM at the driver); cheap, called
+        every step. The loop agrees on it across ranks and stops after the next step."""
 
 
 def pick_device(kind: str) -> torch.device:
@@ -66,6 +71,10 @@ class LocalSession:
         self.storage = Path(storage)
         self.device = pick_device(device)
         self.keep = keep
+        self.stop = threading.Event()  # set it (e.g. from a signal handler) to stop the run
+
+    def stop_requested(self) -> bool:
+        return self.stop.is_set()
 
     def prepare(self, module: torch.nn.Module, *, sync_buffers: bool) -> torch.nn.Module:
         return module.to(self.device)

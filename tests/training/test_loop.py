@@ -181,3 +181,27 @@ def test_exported_generator_round_trips(digit_shards, tmp_path):
     z = torch.randn(5, 16)
     images = G(z, torch.arange(5))
     assert images.shape == (5, 1, 32, 32) and images.abs().max() <= 1
+
+
+class StopAfter(LocalSession):
+    """A session whose stop request is seen at step ``n`` (as a signal would set it)."""
+
+    def __init__(self, storage, n: int):
+        super().__init__(storage, device="cpu")
+        self.calls, self.n = 0, n
+
+    def stop_requested(self) -> bool:
+        self.calls += 1
+        return self.calls >= self.n
+
+
+def test_a_stop_request_checkpoints_the_next_step_and_resumes_exactly(digit_shards, tmp_path):
+    straight = run(spec_for(digit_shards, steps=9), tmp_path / "a")
+    out = train(spec_for(digit_shards, steps=9), StopAfter(tmp_path / "b", 4))
+    assert out["interrupted_at"] == 5 and out["diverged_at"] is None
+    newest = load_checkpoint(sorted((tmp_path / "b").glob("checkpoint_*"))[-1])
+    assert newest["step"] == 5  # not a multiple of ckpt_every: the stop's own checkpoint
+    resumed = run(spec_for(digit_shards, steps=9), tmp_path / "b")
+    assert resumed["interrupted_at"] is None
+    for name in ("G", "D", "G_ema"):
+        assert states_equal(straight[name].state_dict(), resumed[name].state_dict()), name
