@@ -41,6 +41,25 @@ def _shards_info(args: argparse.Namespace) -> None:
         print("  classes: none (unlabelled)")
 
 
+def _shards_verify(args: argparse.Namespace) -> None:
+    from ganlib.data.shards import CORRUPTED, verify
+
+    found = verify(args.path)
+    kinds = ("mismatched", "missing", "extra")
+    counts = ", ".join(f"{found[k]['count']} {k}" for k in kinds)
+    print(
+        f"{args.path}: {found['samples']} samples, {found['members']} members in "
+        f"{found['shards']} shards checked against the manifest: {counts}"
+    )
+    for kind in kinds:
+        for line in found[kind]["first"]:
+            print(f"  {kind}: {line}")
+    bad = next((k for k in kinds if found[k]["count"]), None)
+    if bad is not None:
+        n = found[bad]["count"]
+        raise GanlibError(f"{args.path}: {n} {bad}, e.g. {found[bad]['first'][0]}; {CORRUPTED}")
+
+
 MAX_SAMPLES = 65_536  # images per `ganlib sample` call (200 MB of 32x32 RGB)
 MAX_SEED = 2**63 - 1
 
@@ -208,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", help="a shard directory (data/shards) or its manifest.parquet")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=_shards_info)
+    verify = shards_cmd.add_parser(
+        "verify", help="check every tar member's sha256 against the manifest"
+    )
+    verify.add_argument("path", help="a shard directory (data/shards) or its manifest.parquet")
+    verify.set_defaults(func=_shards_verify)
 
     sample = commands.add_parser("sample", help="images by seed from a generator")
     sample.add_argument(

@@ -8,6 +8,7 @@ Reads ``seed`` and ``featurize`` from ``params.yaml``.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from pipeline import _stage
 from pipeline._stage import FEATURIZE, SHARDS
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.featurize", description=__doc__)
+    parser.parse_args(argv)  # no options: --help, and refuse unknown ones
     params = _stage.params()
     cfg = params.featurize
     if cfg.inception_weights and not Path(cfg.inception_weights).is_file():

@@ -6,17 +6,20 @@ metrics file ``data/shards/stats.json``. Reads the ``data`` section of ``params.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-from ganlib.data.shards import write_shards
+from ganlib.data.shards import MIN_TRAIN_SAMPLES, write_shards
 from ganlib.data.sources import open_source
 from pipeline import _stage
 
 OUT = Path("data/shards")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.shard", description=__doc__)
+    parser.parse_args(argv)  # no options: --help, and refuse unknown ones
     cfg = _stage.params().data
     source = open_source(cfg)
     stats = write_shards(
@@ -28,6 +31,7 @@ def main() -> None:
         total=source.total,
         progress=sys.stderr.isatty(),
         source=cfg.source,
+        min_train=MIN_TRAIN_SAMPLES,
     )
     print(
         f"shard: {stats['train']} train + {stats['val']} val samples from {cfg.source} "

@@ -33,8 +33,10 @@ the same way.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ganlib.data.images import decode_png
 from ganlib.data.pixels import from_uint8
-from ganlib.data.shards import SPAN_COLUMNS, manifest_metadata, read_manifest
+from ganlib.data.shards import (
+    CORRUPTED,
+    SPAN_COLUMNS,
+    manifest_metadata,
+    manifest_path,
+    read_manifest,
+    stored_sha256,
+)
 from ganlib.errors import GanlibError
 
 # Shard field -> batch entry: single images are "image", translation pairs "a" and "b".
@@ -95,6 +104,7 @@ class _Split:
     labels: np.ndarray  # [N] int64, -1 when unlabelled
     fields: tuple[str, ...]  # ("png",) or ("a.png", "b.png")
     classes: list[str] | None
+    manifest: Path  # for the sha256 of a sample that fails to decode
 
 
 def _read_split(shard_root: Path, split: str) -> _Split:
@@ -129,6 +139,7 @@ def _read_split(shard_root: Path, split: str) -> _Split:
         labels=part["label"].fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64),
         fields=fields,
         classes=meta["classes"],
+        manifest=manifest_path(shard_root),
     )
     _check_shard_sizes(data)
     return data
@@ -190,6 +201,26 @@ class _ShardReader:
             )
         return png
 
+    def decode(self, row: int, field: int, png: bytes) -> np.ndarray:
+        """``decode_png`` of what :meth:`read` returned; a PNG that does not decode is a
+        one-line error saying whether its bytes still are those the manifest recorded."""
+        try:
+            return decode_png(png)
+        # Pillow raises many types for damaged data (OSError, SyntaxError, ValueError, ...).
+        except Exception as exc:
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            why = re.sub(r" <[^>]*>", "", why)  # "cannot identify image file <_io.BytesIO ...>"
+        key, name = self.data.keys[row], self.data.fields[field]
+        shard = self.data.paths[self.data.shard_ids[row]]
+        sha = stored_sha256(self.data.manifest, key, name)
+        if sha is None:
+            hint = "the manifest holds no sha256 of it (an older ganlib); re-run the shard stage"
+        elif hashlib.sha256(png).hexdigest() != sha:
+            hint = f"its bytes differ from the manifest's sha256: {CORRUPTED}"
+        else:
+            hint = "its bytes are those sharded (the manifest's sha256); re-run the shard stage"
+        raise GanlibError(f"{shard}: {key}.{name} does not decode ({why}); {hint}")
+
 
 def _load_batch(
     reader: _ShardReader, rows: np.ndarray, fields: tuple[int, ...], unpaired: bool = False
@@ -206,7 +237,10 @@ def _load_batch(
     batch: dict[str, Any] = {}
     for k, f in enumerate(fields):
         field = data.fields[f]
-        arrs = np.stack([decode_png(images[k]) for images in encoded])  # [B, H, W, C] uint8
+        # [B, H, W, C] uint8
+        arrs = np.stack(
+            [reader.decode(r, f, images[k]) for r, images in zip(rows[:, k], encoded, strict=True)]
+        )
         batch[BATCH_NAMES[field]] = from_uint8(arrs)  # [B, C, H, W] in [-1, 1]
     batch["label"] = torch.from_numpy(data.labels[rows[:, 0]])  # [B] int64
     batch["key"] = [data.keys[i] for i in rows[:, 0]]
@@ -235,10 +269,20 @@ class _EpochBatches(IterableDataset):
         return self._batches(self.rows[self.start_batch + worker :: n_workers])  # [J, B, F]
 
     def _batches(self, rows: np.ndarray) -> Iterator[dict[str, Any]]:
-        """Yield the batches ``rows`` [J, B, F] in order, each read and decoded on its own."""
+        """Yield the batches ``rows`` [J, B, F] in order, each read and decoded on its own.
+
+        A :class:`GanlibError` is yielded as ``{"error": message}`` and ends the stream: a
+        worker process's exception reaches the main process with its traceback in the
+        message, which would not be one line any more. :class:`ShardLoader` raises it again.
+        """
         with _ShardReader(self.data) as reader:
             for batch_rows in rows:  # [B, F]
-                yield _load_batch(reader, batch_rows, self.fields, self.unpaired)
+                try:
+                    batch = _load_batch(reader, batch_rows, self.fields, self.unpaired)
+                except GanlibError as exc:
+                    yield {"error": str(exc)}
+                    return
+                yield batch
 
 
 def _init_worker(worker_id: int) -> None:
@@ -367,7 +411,15 @@ class ShardLoader:
             # the training RNG stream depend on where epochs start (breaking exact resume)
             generator=torch.Generator().manual_seed(self.seed),
         )
-        return iter(loader)
+        return _raise_errors(loader)
+
+
+def _raise_errors(batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The batches, raising the error a loader worker yielded instead of a batch."""
+    for batch in batches:
+        if "error" in batch:
+            raise GanlibError(batch["error"])
+        yield batch
 
 
 def iter_split(

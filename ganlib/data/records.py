@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Labels are class indices 0 <= y < MAX_CLASSES: a bound on what a source may claim, so that
+# a stray 1e9 is refused instead of becoming a billion-entry class list (summaries, one-hot
+# heads, class-conditional embeddings all grow with the largest label).
+MAX_CLASSES = 100_000
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -18,7 +23,7 @@ class Sample:
 
     key: str  # stable and unique within a source; letters, digits, "_" and "-" only
     images: dict[str, np.ndarray]
-    label: int | None  # class index, or None when the source has no labels
+    label: int | None  # class index 0 <= label < MAX_CLASSES, or None when it has no label
     origin: str  # where it came from (a path, "path#row", "builtin:digits#17"), for people
 
 

@@ -11,7 +11,8 @@ WebDataset shards: portable, and streamable by any WebDataset reader (e.g. from 
 The manifest is also their byte index: ``offset``/``length`` locate each sample's image data
 inside its tar (``offset_b``/``length_b`` the ``b.png``), so the training loader reads
 exactly the samples it needs with one ``pread`` each, like WebDataset's own indexed ``wids``
-datasets (see :mod:`ganlib.data.loader`).
+datasets (see :mod:`ganlib.data.loader`). Each image's ``sha256`` (``sha256_b`` of a ``b.png``)
+lets :func:`verify` (``ganlib shards verify``) and the loader tell bytes changed since sharding.
 
 The output is byte-identical for the same input, written in one streaming pass (memory does not
 grow with the number of images), and replaces ``out_dir`` atomically: a failed or interrupted
@@ -34,13 +35,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ganlib.data.images import encode_png
-from ganlib.data.records import Sample, Skipped
+from ganlib.data.records import MAX_CLASSES, Sample, Skipped
 from ganlib.errors import GanlibError
 
 MANIFEST = "manifest.parquet"
@@ -64,6 +66,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("sha256", pa.string()),  # of the stored bytes of the sample's first image field
+        ("sha256_b", pa.string()),  # of the stored b.png; null when the sample has none
         ("origin", pa.string()),
     ]
 )
@@ -74,7 +77,15 @@ _KEY = re.compile(r"[A-Za-z0-9_-]+")  # WebDataset splits member names at the fi
 _FIELDS = (("png",), ("a.png", "b.png"))
 # The manifest columns (offset, length) of the i-th image field of the manifest's "fields".
 SPAN_COLUMNS = (("offset", "length"), ("offset_b", "length_b"))
+# The manifest column holding the sha256 of each image field's stored bytes ("sha256" is of
+# the first field a sample holds: a.png, or b.png for a B-only sample, whose sha256_b is equal).
+SHA256_COLUMNS = {"png": "sha256", "a.png": "sha256", "b.png": "sha256_b"}
 _ROWS_PER_FLUSH = 4096  # manifest rows held in memory before they go to a parquet row group
+# The fewest train images (of each image field) the pipeline works with: featurize's
+# reference statistics, a mean and a covariance, need two. The shard stage refuses fewer.
+MIN_TRAIN_SAMPLES = 2
+# What a sample whose bytes no longer match the manifest needs.
+CORRUPTED = "corrupted since sharding; run `dvc repro shard` (or `dvc checkout`)"
 
 
 def split_of(key: str, val_fraction: float) -> str:
@@ -93,14 +104,19 @@ def write_shards(
     total: int | None = None,
     progress: bool = True,
     source: str = "the source",
+    min_train: int = 0,
 ) -> dict[str, Any]:
     """Write ``samples`` as train/val shards under ``out_dir`` and return the stats.
 
-    ``classes`` names the label indices (or is None for unnamed or no labels); ``total`` is the
-    number of inputs when known, for the progress bar; ``source`` names the input in errors.
-    Everything is written into a temporary sibling directory that replaces ``out_dir`` only
-    when complete; on any exception (KeyboardInterrupt included) it is removed and ``out_dir``
-    is left untouched. Raises :class:`GanlibError` when no input is usable.
+    ``classes`` names the label indices, or is None for unnamed or no labels: unnamed labels
+    are named ``"0"`` .. ``"K-1"`` (K = the largest label + 1) in the manifest, so that they
+    serve every stage that needs classes. ``total`` is the number of inputs when known, for
+    the progress bar; ``source`` names the input in errors. Everything is written into a
+    temporary sibling directory that replaces ``out_dir`` only when complete; on any exception
+    (KeyboardInterrupt included) it is removed and ``out_dir`` is left untouched. Raises
+    :class:`GanlibError` when no input is usable, or when the train split holds fewer than
+    ``min_train`` images of an image field (the shard stage asks for
+    :data:`MIN_TRAIN_SAMPLES`).
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
@@ -119,7 +135,7 @@ def write_shards(
             mininterval=1.0,
             disable=None if progress else True,  # None: off when stderr is not a terminal
         ) as inputs:
-            stats = _write_all(inputs, tmp, shard_size, val_fraction, classes, source)
+            stats = _write_all(inputs, tmp, shard_size, val_fraction, classes, source, min_train)
         kept = out_dir / ".gitignore"  # DVC's, tracked by git: the new shards keep it
         if kept.is_file():
             shutil.copy2(kept, tmp / kept.name)
@@ -134,19 +150,58 @@ def read_manifest(path: Path, columns: list[str] | None = None) -> pa.Table:
     """The manifest table of a shard root (``path`` is the root or the parquet file itself).
 
     ``columns`` selects columns (all by default; fewer save memory on large manifests).
+    Raises a one-line :class:`GanlibError` when ``path`` is not a manifest written by the
+    shard stage (not parquet, no ganlib metadata, missing columns).
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST
-    if not path.is_file():
-        raise GanlibError(f"{path}: manifest not found; run the shard stage first")
-    missing = sorted(set(columns or ()) - set(pq.read_schema(path).names))
+    path = manifest_path(path)
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GanlibError(
+            f"{path}: not a parquet file ({why}); give a shard directory or its {MANIFEST}"
+        ) from None
+    _check_metadata(schema, path)
+    missing = sorted(set(columns or ()) - set(schema.names))
     if missing:
         raise GanlibError(
             f"{path}: no {', '.join(missing)} column(s), written by an older ganlib; "
             "re-run the shard stage"
         )
-    return pq.read_table(path, columns=columns)
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GanlibError(f"{path}: unreadable manifest ({why}); re-run the shard stage") from None
+
+
+def manifest_path(path: Path) -> Path:
+    """The manifest file of a shard root, or ``path`` itself when it names a file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST
+    if not path.is_file():
+        raise GanlibError(f"{path}: manifest not found; run the shard stage first")
+    return path
+
+
+def _check_metadata(schema: pa.Schema, path: Path) -> None:
+    """The manifest metadata ganlib writes: ``classes`` (null or names) and ``fields``."""
+    meta = schema.metadata or {}
+    try:
+        classes = json.loads(meta[b"classes"])
+        fields = tuple(json.loads(meta[b"fields"]))
+        names = classes is None or (
+            isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+        )
+        ok = fields in _FIELDS and names
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise GanlibError(
+            f"{path}: a parquet file without ganlib's shard metadata (classes, fields): not a "
+            "manifest written by the shard stage"
+        )
 
 
 def manifest_metadata(table: pa.Table) -> dict[str, Any]:
@@ -158,12 +213,22 @@ def manifest_metadata(table: pa.Table) -> dict[str, Any]:
     }
 
 
+def count_images(path: Path, split: str, field: str) -> int:
+    """How many samples of ``split`` hold image field ``field`` (e.g. the B images of
+    unpaired translation shards)."""
+    lengths = [pair[1] for pair in SPAN_COLUMNS]
+    table = read_manifest(path, columns=["split", *lengths])
+    length = lengths[manifest_metadata(table)["fields"].index(field)]
+    held = pc.and_(pc.equal(table["split"], split), pc.is_valid(table[length]))
+    return int(pc.sum(held.cast(pa.int64())).as_py() or 0)
+
+
 def summarize(path: Path, n_keys: int = 5) -> dict[str, Any]:
     """What ``ganlib shards info PATH`` shows: counts per split, shards, classes, first keys.
 
     ``path`` is a shard root or its manifest file.
     """
-    table = read_manifest(path)
+    table = read_manifest(path, columns=["key", "split", "shard", "label"])
     meta = manifest_metadata(table)
     splits = {}
     for split in SPLITS:
@@ -177,14 +242,130 @@ def summarize(path: Path, n_keys: int = 5) -> dict[str, Any]:
     classes = None
     if labels.null_count < table.num_rows:
         counts = Counter(labels.drop_null().to_pylist())
-        names = meta["classes"] or [str(i) for i in range(max(counts) + 1)]
-        classes = {name: counts.get(i, 0) for i, name in enumerate(names)}
+        if meta["classes"]:
+            classes = {name: counts.get(i, 0) for i, name in enumerate(meta["classes"])}
+        else:  # written before unnamed labels were named: only the labels that occur
+            classes = {str(i): counts[i] for i in sorted(counts)}
     return {
         "samples": table.num_rows,
         "splits": splits,
         "classes": classes,
         "fields": meta["fields"],
     }
+
+
+# -- verifying -------------------------------------------------------------------------------
+
+_HASH_BLOCK = 1 << 20  # bytes hashed at a time: a member is never held whole
+
+
+def stored_sha256(path: Path, key: str, field: str) -> str | None:
+    """The manifest's sha256 of image field ``field`` of sample ``key`` (None if it has none).
+
+    For error messages: it reads two columns of the rows of that one key.
+    """
+    path = manifest_path(path)
+    column = SHA256_COLUMNS[field]
+    if column not in pq.read_schema(path).names:  # written before sha256_b existed
+        return None
+    table = pq.read_table(path, columns=[column], filters=[("key", "==", key)])
+    return table[column][0].as_py() if table.num_rows else None
+
+
+def verify(path: Path) -> dict[str, Any]:
+    """What ``ganlib shards verify PATH`` checks: every member of every tar of a shard root
+    against its manifest, streaming (a block of one member at a time, one shard's manifest
+    rows at a time).
+
+    Each image member must have the manifest's sha256 and data offset, each ``.cls`` the
+    manifest's label. Returns ``{"samples", "shards", "members", "missing", "extra",
+    "mismatched"}``; each problem class is ``{"count": n, "first": ["SHARD: MEMBER: why",
+    ...]}`` (a few examples), with count 0 when the shards are as the shard stage wrote them.
+    """
+    path = manifest_path(path)
+    root = path.parent
+    span_columns = [c for pair in SPAN_COLUMNS for c in pair]
+    columns = ["key", "shard", "label", *span_columns, "sha256", "sha256_b"]
+    table = read_manifest(path, columns=columns)
+    fields = manifest_metadata(table)["fields"]
+    shards = pc.dictionary_encode(table["shard"]).combine_chunks()
+    ids = shards.indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(ids, kind="stable")  # the rows of each shard together, in manifest order
+    ends = np.cumsum(np.bincount(ids, minlength=len(shards.dictionary))).tolist()
+    problems = _Problems()
+    members = start = 0
+    for shard, end in zip(shards.dictionary.to_pylist(), ends, strict=True):
+        expected = {}  # member name -> ("sha256", hex, data offset) or ("cls", bytes, None)
+        for r in table.take(order[start:end]).to_pylist():
+            for (off_col, len_col), field in zip(SPAN_COLUMNS, fields, strict=False):
+                if r[len_col] is not None:
+                    sha = r[SHA256_COLUMNS[field]]
+                    expected[f"{r['key']}.{field}"] = ("sha256", sha, r[off_col])
+            if r["label"] is not None:
+                expected[f"{r['key']}.cls"] = ("cls", str(r["label"]).encode("ascii"), None)
+        start = end
+        members += len(expected)
+        _verify_tar(root / shard, shard, expected, problems)
+    listed = set(shards.dictionary.to_pylist())
+    for split in SPLITS:
+        for tar in sorted((root / split).glob("*.tar")):
+            if f"{split}/{tar.name}" not in listed:
+                problems.add("extra", f"{split}/{tar.name}: a tar the manifest does not list")
+    return {"samples": table.num_rows, "shards": len(listed), "members": members, **problems.found}
+
+
+class _Problems:
+    """Counts of missing, extra and mismatched members, with the first few of each."""
+
+    EXAMPLES = 3
+
+    def __init__(self) -> None:
+        self.found = {k: {"count": 0, "first": []} for k in ("missing", "extra", "mismatched")}
+
+    def add(self, kind: str, line: str, n: int = 1) -> None:
+        entry = self.found[kind]
+        entry["count"] += n
+        if len(entry["first"]) < self.EXAMPLES:
+            entry["first"].append(line)
+
+
+def _verify_tar(path: Path, shard: str, expected: dict[str, tuple], problems: _Problems) -> None:
+    """Stream one tar, checking its members against ``expected`` (emptied as they are seen)."""
+    try:
+        with tarfile.open(path, mode="r|") as tar:
+            for info in tar:
+                want = expected.pop(info.name, None)
+                if want is None:
+                    problems.add("extra", f"{shard}: {info.name}: not in the manifest")
+                    continue
+                if not info.isfile():
+                    problems.add("mismatched", f"{shard}: {info.name}: not a regular file")
+                    continue
+                kind, value, offset = want
+                fp = tar.extractfile(info)
+                if kind == "cls":
+                    data = fp.read(64)
+                    if data != value:
+                        why = f"label {data[:20]!r}, the manifest says {value.decode()}"
+                        problems.add("mismatched", f"{shard}: {info.name}: {why}")
+                    continue
+                digest = hashlib.sha256()
+                while block := fp.read(_HASH_BLOCK):
+                    digest.update(block)
+                if value is not None and digest.hexdigest() != value:
+                    why = "sha256 differs from the manifest"
+                    problems.add("mismatched", f"{shard}: {info.name}: {why}")
+                elif info.offset_data != offset:
+                    why = f"at byte {info.offset_data}, the manifest says {offset}"
+                    problems.add("mismatched", f"{shard}: {info.name}: {why}")
+    except FileNotFoundError:
+        n = len(expected)
+        problems.add("missing", f"{shard}: the tar file is missing ({n} members)", n)
+        return
+    except (tarfile.TarError, OSError) as exc:
+        problems.add("mismatched", f"{shard}: unreadable tar ({exc})")
+    for name in expected:
+        problems.add("missing", f"{shard}: {name}: not in the tar")
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -284,10 +465,12 @@ def _write_all(
     val_fraction: float,
     classes: list[str] | None,
     source: str,
+    min_train: int,
 ) -> dict[str, Any]:
     skipped: list[dict[str, str]] = []
     labels: Counter[int] = Counter()
     domains: Counter[str] = Counter()  # samples holding each image field, and both a and b
+    train_images: Counter[str] = Counter()  # train samples holding each image field
     fields: tuple[str, ...] | None = None
     shape: tuple[int, ...] | None = None  # (H, W, C) of every image
     with ExitStack() as stack:
@@ -320,12 +503,14 @@ def _write_all(
                 members["cls"] = str(item.label).encode("ascii")
                 labels[item.label] += 1
             split = split_of(item.key, val_fraction)
+            if split == "train":
+                train_images.update(present)
             shard, index, offsets = writers[split].write(item.key, members)
             spans = dict.fromkeys(col for cols in SPAN_COLUMNS for col in cols)  # null: absent
             for (off_col, len_col), name in zip(SPAN_COLUMNS, fields, strict=False):
                 if name in members:
                     spans[off_col], spans[len_col] = offsets[name], len(members[name])
-            primary = members[present[0]]
+            primary, b_png = members[present[0]], members.get("b.png")
             manifest.add(
                 key=item.key,
                 split=split,
@@ -336,6 +521,7 @@ def _write_all(
                 width=shape[1],
                 height=shape[0],
                 sha256=hashlib.sha256(primary).hexdigest(),
+                sha256_b=hashlib.sha256(b_png).hexdigest() if b_png is not None else None,
                 origin=item.origin,
             )
 
@@ -349,12 +535,12 @@ def _write_all(
             f"e.g. {first['path']}: {first['reason']}"
         )
 
-    if not labels:
-        class_counts = None
-    elif classes is not None:
-        class_counts = {name: labels.get(i, 0) for i, name in enumerate(classes)}
-    else:
-        class_counts = {str(i): c for i, c in labels.items()}
+    if labels and classes is None:
+        # Unnamed labels (an npz y, a parquet column without Hugging Face names) are named by
+        # their index; the manifest's metadata was written before the largest one was known.
+        classes = [str(i) for i in range(max(labels) + 1)]
+        _set_manifest_classes(root / MANIFEST, classes)
+    class_counts = {name: labels.get(i, 0) for i, name in enumerate(classes)} if labels else None
     stats = {
         "samples": n["train"] + n["val"],
         "train": n["train"],
@@ -380,8 +566,30 @@ def _write_all(
             "B": domains["b.png"],
             "pairs": domains["pairs"],
         }
+    for name in fields:
+        if train_images[name] < min_train:
+            what = {"png": "images", "a.png": "A images", "b.png": "B images"}[name]
+            raise GanlibError(
+                f"too few samples in {source}: {what} in the train split: {train_images[name]}, "
+                f"at least {min_train} are needed (featurize's reference statistics); "
+                f"{n['train']} train + {n['val']} val samples with data.val_fraction "
+                f"{val_fraction}: add images or lower data.val_fraction"
+            )
     (root / STATS).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     return stats
+
+
+def _set_manifest_classes(path: Path, classes: list[str]) -> None:
+    """Rewrite the manifest at ``path`` with ``classes`` in its metadata, row group by row
+    group (parquet keeps the schema's metadata in the footer, fixed when the writer opens)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with pq.ParquetFile(path) as pf:
+        schema = pf.schema_arrow
+        schema = schema.with_metadata(schema.metadata | {b"classes": json.dumps(classes).encode()})
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for i in range(pf.num_row_groups):
+                writer.write_table(pf.read_row_group(i).replace_schema_metadata(schema.metadata))
+    os.replace(tmp, path)
 
 
 def _check_sample(
@@ -390,7 +598,7 @@ def _check_sample(
     """Sources promise these; a violation is a bug there, caught before it corrupts shards."""
     if not _KEY.fullmatch(item.key):
         raise ValueError(f"sample key {item.key!r}: only letters, digits, '_' and '-' allowed")
-    n_classes = len(classes) if classes is not None else float("inf")
+    n_classes = len(classes) if classes is not None else MAX_CLASSES
     if item.label is not None and not 0 <= item.label < n_classes:
         raise ValueError(f"sample {item.key}: label {item.label} not a class index")
     names = set(item.images)

@@ -25,7 +25,7 @@ import torch
 from ganlib.artifacts import save_extractor
 from ganlib.config import FeaturizeConfig
 from ganlib.data.loader import BATCH_NAMES, iter_split
-from ganlib.data.shards import dataset_info
+from ganlib.data.shards import MIN_TRAIN_SAMPLES, count_images, dataset_info
 from ganlib.errors import GanlibError
 from ganlib.featurize.classifier import train_classifier
 from ganlib.metrics.extractors import (
@@ -86,6 +86,15 @@ def featurize(cfg: FeaturizeConfig, shards: Path, out: Path, *, seed: int) -> di
     """Build the extractor of ``cfg`` and the train split's reference features into ``out``
     (written whole or not at all); returns the report (``featurize/report.json``)."""
     info = dataset_info(shards)
+    # Single-image shards: their one field; translation shards: the target domain, b.png.
+    field = "b.png" if "b.png" in info["fields"] else "png"
+    n = count_images(shards, "train", field)
+    if n < MIN_TRAIN_SAMPLES:  # say so before any extractor is built or trained
+        raise GanlibError(
+            f"{shards}: {field} images in the train split: {n}, featurize needs at least "
+            f"{MIN_TRAIN_SAMPLES} (the reference's mean and covariance); add images or lower "
+            "data.val_fraction, then `dvc repro shard`"
+        )
     t0 = time.perf_counter()
     kind, why, extractor = choose_kind(
         cfg,
@@ -110,8 +119,6 @@ def featurize(cfg: FeaturizeConfig, shards: Path, out: Path, *, seed: int) -> di
         extractor = load_inception(cfg.inception_weights)
     elif extractor is None:  # not already built by auto
         extractor = packaged_inception()
-    # Single-image shards: their one field; translation shards: the target domain, b.png.
-    field = "b.png" if "b.png" in info["fields"] else "png"
     batches = iter_split(shards, "train", cfg.batch_size, fields=(field,))
     features, probs = compute_outputs(extractor, (b[BATCH_NAMES[field]] for b in batches))
     tmp = out.with_name(out.name + ".tmp")

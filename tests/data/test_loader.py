@@ -6,6 +6,7 @@ import os
 import tracemalloc
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -266,6 +267,52 @@ def test_shards_that_do_not_match_the_manifest_are_a_clear_error(tmp_path, corru
             next(iter(loader))
     with pytest.raises(GanlibError, match=message):
         next(iter_split(root, "train", batch_size=70))
+
+
+def _corrupt_first_png(root) -> dict:
+    """Overwrite 8 bytes inside one train sample's pixel data: same size, same tar."""
+    r = next(r for r in read_manifest(root).to_pylist() if r["split"] == "train")
+    shard = root / r["shard"]
+    data = bytearray(shard.read_bytes())
+    at = r["offset"] + r["length"] - 24  # inside IDAT, before its CRC and the IEND chunk
+    data[at : at + 8] = bytes(8)
+    shard.write_bytes(bytes(data))
+    return r | {
+        "corrupt": hashlib.sha256(data[r["offset"] : r["offset"] + r["length"]]).hexdigest()
+    }
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_png_corrupted_since_sharding_is_one_line_naming_key_and_shard(tmp_path, workers):
+    root = tmp_path / "shards"
+    write_shards(samples(), root, shard_size=10, val_fraction=0, classes=None, progress=False)
+    r = _corrupt_first_png(root)
+    message = (
+        rf"{root / r['shard']}: {r['key']}.png does not decode \([^)]+\); its bytes differ "
+        r"from the manifest's sha256: corrupted since sharding; run `dvc repro shard`"
+    )
+    args = {"batch_size": 70, "rank": 0, "world_size": 1, "seed": 0}
+    # A loader worker's error arrives as the same one line, not wrapped in its traceback.
+    with pytest.raises(GanlibError, match=message) as info:
+        next(iter(ShardLoader(root, num_workers=workers, **args)))
+    assert "\n" not in str(info.value)
+    with pytest.raises(GanlibError, match=message):
+        list(iter_split(root, "train", batch_size=7))
+
+
+def test_a_png_that_never_decoded_says_its_bytes_are_those_sharded(tmp_path):
+    root = tmp_path / "shards"
+    write_shards(samples(), root, shard_size=10, val_fraction=0, classes=None, progress=False)
+    r = _corrupt_first_png(root)
+    table = read_manifest(root)
+    sha = [
+        r["corrupt"] if k == r["key"] else v
+        for k, v in zip(table["key"].to_pylist(), table["sha256"].to_pylist(), strict=True)
+    ]
+    table = table.set_column(table.schema.get_field_index("sha256"), "sha256", pa.array(sha))
+    pq.write_table(table, root / "manifest.parquet")
+    with pytest.raises(GanlibError, match=r"its bytes are those sharded .*re-run the shard stage"):
+        list(iter_split(root, "train", batch_size=7))
 
 
 class _Uneven(IterableDataset):

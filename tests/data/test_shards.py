@@ -1,7 +1,9 @@
 """Shard writer: determinism, stable split, manifest, stats, atomicity, streaming memory."""
 
 import hashlib
+import io
 import json
+import re
 import tarfile
 import tracemalloc
 from pathlib import Path
@@ -13,7 +15,15 @@ import webdataset as wds
 from ganlib.data import shards
 from ganlib.data.images import decode_png
 from ganlib.data.records import Sample, Skipped
-from ganlib.data.shards import read_manifest, split_of, summarize, write_shards
+from ganlib.data.shards import (
+    MIN_TRAIN_SAMPLES,
+    dataset_info,
+    read_manifest,
+    split_of,
+    summarize,
+    verify,
+    write_shards,
+)
 from ganlib.errors import GanlibError
 
 CLASSES = ["cat", "dog", "owl"]
@@ -122,9 +132,13 @@ def test_manifest_byte_ranges_are_exactly_the_stored_pngs(tmp_path, paired):
             assert (offset, length) == (member.offset_data, member.size)
         first = data[r["offset"] : r["offset"] + r["length"]]
         assert hashlib.sha256(first).hexdigest() == r["sha256"]
-        if paired and r["key"] != long_key:
+        if paired:
             b = data[r["offset_b"] : r["offset_b"] + r["length_b"]]
-            np.testing.assert_array_equal(decode_png(b), image(int(r["key"][1:]) + 10**6))
+            assert hashlib.sha256(b).hexdigest() == r["sha256_b"]
+            if r["key"] != long_key:
+                np.testing.assert_array_equal(decode_png(b), image(int(r["key"][1:]) + 10**6))
+        else:
+            assert r["sha256_b"] is None
 
 
 def test_stats_count_everything(tmp_path):
@@ -305,6 +319,7 @@ def test_samples_of_a_single_domain_leave_the_other_span_null(tmp_path):
         name = f"{r['key']}.{domain.lower()}.png"
         assert [k for k in members if k.startswith(r["key"] + ".")] == [name]
         assert hashlib.sha256(members[name]).hexdigest() == r["sha256"]
+        assert r["sha256_b"] == (r["sha256"] if domain == "B" else None)
         i = int(r["key"][2:]) + (1000 if domain == "B" else 0)
         assert (decode_png(members[name]) == image(i)).all()
 
@@ -324,3 +339,83 @@ def test_a_translation_domain_without_usable_images_is_a_clear_error(tmp_path):
     with pytest.raises(GanlibError, match="no usable images of domain B in .*: 1 inputs skipped"):
         write(items, tmp_path / "shards", classes=None)
     assert not (tmp_path / "shards").exists()
+
+
+def test_unnamed_labels_are_named_by_their_index(tmp_path):
+    # The manifest's metadata is written before the largest label is known, then rewritten:
+    # the rows must be those of a run that knew the names from the start.
+    write(samples(20), tmp_path / "unnamed", classes=None)
+    write(samples(20), tmp_path / "named", classes=["0", "1", "2"])
+    unnamed, named = (read_manifest(tmp_path / name) for name in ("unnamed", "named"))
+    assert json.loads(unnamed.schema.metadata[b"classes"]) == ["0", "1", "2"]
+    assert unnamed.equals(named) and unnamed.schema.metadata == named.schema.metadata
+    assert dataset_info(tmp_path / "unnamed")["classes"] == ["0", "1", "2"]
+    assert list(summarize(tmp_path / "unnamed")["classes"]) == ["0", "1", "2"]
+    assert not list(tmp_path.glob("unnamed/*.tmp"))
+
+
+def test_labels_beyond_the_cap_are_a_source_bug(tmp_path):
+    from ganlib.data.records import MAX_CLASSES
+
+    with pytest.raises(ValueError, match=f"label {MAX_CLASSES} not a class index"):
+        write([Sample("s0", {"png": image(0)}, MAX_CLASSES, "")], tmp_path / "s", classes=None)
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (samples(1), r"images in the train split: [01], at least 2 are needed"),
+        ([*one_domain_samples(8, 1)], r"B images in the train split: [01], at least 2"),
+    ],
+    ids=["one-image", "one-b-image"],
+)
+def test_too_few_train_images_for_the_pipeline(tmp_path, items, message):
+    out = tmp_path / "shards"
+    with pytest.raises(GanlibError, match=f"too few samples in src: {message}"):
+        write(items, out, classes=None, min_train=MIN_TRAIN_SAMPLES, source="src")
+    assert siblings(out) == []
+
+
+def _rewrite_manifest(root: Path, column: str, fn) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = read_manifest(root)
+    values = pa.array([fn(v) for v in table[column].to_pylist()], table.schema.field(column).type)
+    table = table.set_column(table.schema.get_field_index(column), column, values)
+    pq.write_table(table, root / "manifest.parquet")
+
+
+def test_verify_finds_every_kind_of_problem(tmp_path):
+    out = tmp_path / "shards"
+    write(samples(30, paired=True), out)
+    found = verify(out)
+    assert (found["samples"], found["members"]) == (30, 90)  # a.png, b.png and cls each
+    assert all(found[k] == {"count": 0, "first": []} for k in ("missing", "extra", "mismatched"))
+
+    # an extra member inside a tar, and an offset the manifest gets wrong
+    shard = out / "train" / "train-000000.tar"
+    with tarfile.open(shard, "a") as tar:
+        info = tarfile.TarInfo("stray.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    _rewrite_manifest(out, "offset", lambda v: v + 512)
+    found = verify(out)
+    assert found["extra"] == {
+        "count": 1,
+        "first": ["train/train-000000.tar: stray.txt: not in the manifest"],
+    }
+    assert found["mismatched"]["count"] == 30
+    assert re.fullmatch(
+        r"\S+\.tar: s\d+\.a\.png: at byte \d+, the manifest says \d+",
+        found["mismatched"]["first"][0],
+    )
+
+
+def test_verify_checks_the_b_images_by_their_own_sha256(tmp_path):
+    out = tmp_path / "shards"
+    write(samples(6, paired=True), out)
+    _rewrite_manifest(out, "sha256_b", lambda v: "0" * 64)
+    found = verify(out)
+    assert found["mismatched"]["count"] == 6
+    assert "b.png: sha256 differs from the manifest" in found["mismatched"]["first"][0]

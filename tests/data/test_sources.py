@@ -168,6 +168,18 @@ def test_imagefolder_symlink_loop_does_not_hang(tmp_path):
     assert [s.reason for s in skipped] == ["symbolic link loop"]
 
 
+def test_imagefolder_symlink_loops_between_entries_are_skipped(tmp_path):
+    # a -> b -> a fails to stat (ELOOP): DirEntry.is_dir raised instead of answering.
+    write(tmp_path / "cls" / "ok.png", png((1, 2, 3)))
+    loops = [("cls/a", "b"), ("cls/b", "a"), ("cls/x.png", "y.png"), ("cls/y.png", "x.png")]
+    loops += [("c", "d"), ("d", "c")]  # at the root, where the classes are listed
+    for link, target in loops:
+        os.symlink(target, tmp_path / link)
+    samples, skipped, src = read(f"imagefolder:{tmp_path}")
+    assert src.classes == ["cls"] and [s.key for s in samples] == ["cls-ok"]
+    assert skipped_reasons(skipped, tmp_path) == {link: "symbolic link loop" for link, _ in loops}
+
+
 def test_imagefolder_missing_path(tmp_path):
     with pytest.raises(GanlibError) as info:
         open_source(cfg(f"imagefolder:{tmp_path}/nope"))
@@ -221,7 +233,7 @@ def test_parquet_struct_column_with_labels(tmp_path):
     bad = pa.table(
         {
             "image": [{"bytes": None, "path": "lost.png"}, {"bytes": b"junk", "path": "j.png"}],
-            "label": pa.array([1, -1], pa.int64()),
+            "label": pa.array([1, None], pa.int64()),
         }
     )
     table = pa.concat_tables([table, bad.cast(table.schema)])
@@ -254,6 +266,36 @@ def test_parquet_label_without_names_is_kept(tmp_path):
     samples, _, src = read(f"parquet:{tmp_path}/t.parquet")
     assert src.classes is None
     assert [s.label for s in samples] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("labels", "names", "message"),
+    [
+        ([0, -1], None, r"row 1: label -1 is not a class index 0 <= y < 100,000 .*null"),
+        ([0, 10**9], None, r"row 1: label 1000000000 is not a class index 0 <= y < 100,000"),
+        ([0, 1, 2], ["a", "b"], r"row 2: label 2 is not a class index 0 <= y < 2 \(classes named"),
+    ],
+    ids=["negative", "huge", "beyond-the-names"],
+)
+def test_parquet_labels_out_of_range(tmp_path, labels, names, message):
+    table = hf_table(len(labels)).set_column(1, "label", pa.array(labels, pa.int64()))
+    if names is None:
+        table = table.replace_schema_metadata(None)
+    pq.write_table(table, tmp_path / "t.parquet")
+    src = open_source(cfg(f"parquet:{tmp_path}/t.parquet"))
+    assert src.classes == names
+    with pytest.raises(GanlibError, match=f"data.label_column: '.*t.parquet' {message}"):
+        list(src)
+
+
+def test_parquet_more_class_names_than_the_cap(tmp_path):
+    from ganlib.data.records import MAX_CLASSES
+
+    features = {"label": {"_type": "ClassLabel", "names": [str(i) for i in range(MAX_CLASSES + 1)]}}
+    table = hf_table(1).replace_schema_metadata({"huggingface": json.dumps({"features": features})})
+    pq.write_table(table, tmp_path / "t.parquet")
+    with pytest.raises(GanlibError, match="100,001 classes, more than ganlib's 100,000"):
+        open_source(cfg(f"parquet:{tmp_path}/t.parquet"))
 
 
 def test_parquet_glob_and_folder_over_two_files(tmp_path):
@@ -337,6 +379,9 @@ def test_npz_bad_inputs(tmp_path):
     np.savez(tmp_path / "flat.npz", x=np.zeros((2, 16), np.uint8))
     np.savez(tmp_path / "noy.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.zeros(3, np.int64))
     np.savez(tmp_path / "nox.npz", images=np.zeros((2, 4, 4), np.uint8))
+    np.savez(tmp_path / "negy.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.array([0, -3]))
+    np.savez(tmp_path / "bigy.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.array([10**5, 0]))
+    np.savez(tmp_path / "i8y.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.array([0, -1], np.int8))
     (tmp_path / "text.npz").write_text("not a zip")
     with zipfile.ZipFile(tmp_path / "raw.npz", "w") as zf:  # a member x, not x.npy
         zf.writestr("x", b"\0" * 32)
@@ -350,6 +395,9 @@ def test_npz_bad_inputs(tmp_path):
         "float.npz": "x is float32 (2, 4, 4), expected uint8",
         "flat.npz": "x is uint8 (2, 16), expected uint8",
         "noy.npz": "y is int64 (3,), expected 2 integers",
+        "negy.npz": "y[1]: label -3 is not a class index 0 <= y < 100,000",
+        "bigy.npz": "y[0]: label 100000 is not a class index 0 <= y < 100,000",
+        "i8y.npz": "y[1]: label -1 is not a class index",
         "nox.npz": "has no array 'x'; arrays: images",
         "text.npz": "is not an .npz archive",
         "missing.npz": "does not exist",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import re
 import string
@@ -18,7 +19,8 @@ import numpy as np
 
 from ganlib.config import DataConfig
 from ganlib.data.images import load_image, to_array
-from ganlib.data.records import Sample, Skipped
+from ganlib.data.records import MAX_CLASSES, Sample, Skipped
+from ganlib.errors import GanlibError
 
 # WebDataset splits a tar member name at the first dot after the last slash, so keys hold
 # neither; these characters survive every file system and shell untouched.
@@ -64,6 +66,35 @@ def _convert(src: str | os.PathLike | bytes, cfg: DataConfig) -> np.ndarray:
     return to_array(img, channels=cfg.channels, resolution=cfg.resolution)
 
 
-def _label(value: int | None) -> int | None:
-    # Negative labels mean "unlabelled" (Hugging Face ClassLabel writes -1).
-    return None if value is None or value < 0 else int(value)
+def _label(
+    value: object, where: str, classes: list[str] | None = None, unlabelled: str = ""
+) -> int | None:
+    """The class index of a source's label ``value`` (None: no label), or a one-line
+    :class:`GanlibError` naming ``where`` (the sample) when it is not an integer
+    ``0 <= value < K``: K is the number of ``classes`` when the source names them, else
+    :data:`~ganlib.data.records.MAX_CLASSES`. Negative labels are refused rather than read
+    as "no label" (Hugging Face's -1), which silently took those samples out of their class;
+    ``unlabelled`` says how the source marks a sample without a label instead.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise GanlibError(f"{where}: label {value!r} is not an integer class index")
+    n = len(classes) if classes else MAX_CLASSES
+    if not 0 <= value < n:
+        bound = "classes named in the source" if classes else "ganlib.data.records.MAX_CLASSES"
+        hint = f"; a negative label is not 'no label': {unlabelled}" if value < 0 else ""
+        raise GanlibError(
+            f"{where}: label {value} is not a class index 0 <= y < {n:,} ({bound}){hint}"
+        )
+    return int(value)
+
+
+def _check_classes(classes: list[str] | None, where: str) -> list[str] | None:
+    """``classes`` if at most :data:`~ganlib.data.records.MAX_CLASSES`; None for none."""
+    if classes and len(classes) > MAX_CLASSES:
+        raise GanlibError(
+            f"{where}: {len(classes):,} classes, more than ganlib's {MAX_CLASSES:,} "
+            "(ganlib.data.records.MAX_CLASSES)"
+        )
+    return classes or None

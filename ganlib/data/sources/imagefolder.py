@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -12,7 +13,13 @@ from pathlib import Path, PurePosixPath
 from ganlib.config import DataConfig
 from ganlib.data.images import UnusableImage
 from ganlib.data.records import Sample, Skipped
-from ganlib.data.sources._common import IMAGE_EXTENSIONS, Source, _convert, make_key
+from ganlib.data.sources._common import (
+    IMAGE_EXTENSIONS,
+    Source,
+    _check_classes,
+    _convert,
+    make_key,
+)
 from ganlib.errors import GanlibError
 
 # -- imagefolder:PATH ------------------------------------------------------------------------
@@ -63,9 +70,19 @@ def _class_names(root: Path) -> list[str] | None:
         names = sorted(
             e.name
             for e in it
-            if e.is_dir() and not e.name.startswith(".") and not _is_image_name(e.name)
+            if _is_dir(e) is True and not e.name.startswith(".") and not _is_image_name(e.name)
         )
-    return names or None
+    return _check_classes(names, f"data.source: imagefolder path '{root}' has sub-folders:")
+
+
+def _is_dir(entry: os.DirEntry) -> bool | str:
+    """Whether ``entry`` is (or links to) a directory, or why that cannot be known: a
+    symbolic link loop (``a -> b -> a``) or an unreadable entry. DirEntry.is_dir raises
+    for those instead of answering."""
+    try:
+        return entry.is_dir()
+    except OSError as exc:
+        return "symbolic link loop" if exc.errno == errno.ELOOP else f"unreadable: {exc.strerror}"
 
 
 def _is_image_name(name: str) -> bool:
@@ -95,7 +112,10 @@ def _walk(
     stems = Counter(os.path.splitext(e.name)[0] for e in entries if _is_image_name(e.name))
     for e in entries:
         path = directory / e.name
-        if e.is_dir():
+        is_dir = _is_dir(e)
+        if isinstance(is_dir, str):
+            yield _Entry(path, (), is_dir)
+        elif is_dir:
             if _is_image_name(e.name):
                 yield _Entry(path, (), "is a directory")
             else:

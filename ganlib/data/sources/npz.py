@@ -14,7 +14,7 @@ from PIL import Image
 
 from ganlib.config import DataConfig
 from ganlib.data.images import to_array
-from ganlib.data.records import Sample, Skipped
+from ganlib.data.records import MAX_CLASSES, Sample, Skipped
 from ganlib.data.sources._common import Source, _label, make_key
 from ganlib.errors import GanlibError
 
@@ -58,6 +58,11 @@ def open_npz(cfg: DataConfig) -> Source:
         raise GanlibError(
             f"data.source: npz '{path}': y is {y.dtype} {y.shape}, expected {shape[0]} integers"
         )
+    if y is not None:  # y is in memory anyway: check every label before any image is read
+        bad = np.flatnonzero((y < 0) | (y >= MAX_CLASSES))
+        if len(bad):
+            where = f"data.source: npz '{path}': y[{bad[0]}]"
+            _label(y[bad[0]].item(), where, unlabelled="save the archive without y to ignore it")
     items = partial(_npz_items, path, shape, fortran_order, y, cfg)
     return Source(classes=None, total=shape[0], items=items)
 
@@ -102,5 +107,5 @@ def _npz_items(
         # [H, W] -> L, [H, W, 3] -> RGB, [H, W, 4] -> RGBA (composited over white)
         img = Image.fromarray(np.ascontiguousarray(image))
         arr = to_array(img, channels=cfg.channels, resolution=cfg.resolution)
-        label = _label(int(y[i])) if y is not None else None
+        label = None if y is None else int(y[i])  # checked by open_npz
         yield Sample(make_key(path.stem, f"{i:07d}"), {"png": arr}, label, f"{path}#{i}")

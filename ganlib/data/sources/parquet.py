@@ -15,10 +15,11 @@ import pyarrow.parquet as pq
 from ganlib.config import DataConfig
 from ganlib.data.images import UnusableImage
 from ganlib.data.records import Sample, Skipped
-from ganlib.data.sources._common import Source, _convert, _label, make_key
+from ganlib.data.sources._common import Source, _check_classes, _convert, _label, make_key
 from ganlib.errors import GanlibError
 
 PARQUET_BATCH_SIZE = 256
+_UNLABELLED = "leave it null, or set data.label_column: '' to ignore the column"
 
 
 # -- parquet:PATH_OR_GLOB --------------------------------------------------------------------
@@ -40,8 +41,8 @@ def open_parquet(cfg: DataConfig) -> Source:
         _check_columns(schema, path, cfg)
         total += rows
         if classes is None and cfg.label_column in schema.names:
-            classes = _hf_class_names(schema, cfg.label_column)
-    items = partial(_parquet_items, files, prefixes, cfg)
+            classes = _check_classes(_hf_class_names(schema, cfg.label_column), str(path))
+    items = partial(_parquet_items, files, prefixes, classes, cfg)
     return Source(classes=classes, total=total, items=items)
 
 
@@ -111,7 +112,10 @@ def _image_columns(cfg: DataConfig) -> dict[str, str]:
 
 
 def _parquet_items(
-    files: list[Path], prefixes: list[tuple[str, ...]], cfg: DataConfig
+    files: list[Path],
+    prefixes: list[tuple[str, ...]],
+    classes: list[str] | None,
+    cfg: DataConfig,
 ) -> Iterator[Sample | Skipped]:
     image_columns = list(_image_columns(cfg).values())
     for path, prefix in zip(files, prefixes, strict=True):
@@ -126,7 +130,9 @@ def _parquet_items(
                 else:
                     labels = [None] * batch.num_rows
                 for *values, label in zip(*images, labels, strict=True):
-                    yield _parquet_row(values, _label(label), path, prefix, row, cfg)
+                    where = f"data.label_column: '{path}' row {row}"
+                    label = _label(label, where, classes, _UNLABELLED)
+                    yield _parquet_row(values, label, path, prefix, row, cfg)
                     row += 1
 
 
