@@ -10,7 +10,10 @@ crashed worker group is restarted from the last checkpoint up to ``train.max_fai
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -19,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ganlib.artifacts import load_checkpoint, load_newest_checkpoint, save_checkpoint
+from ganlib.artifacts import check_finite, load_checkpoint, save_checkpoint
 from ganlib.config import TrainConfig
 from ganlib.errors import GanlibError, Interrupted
 from ganlib.training.loop import RunSpec, train
@@ -74,18 +77,11 @@ class RayTrainSession:
     def load_latest(self) -> dict[str, Any] | None:
         import ray.train
 
-        ckpt = ray.train.get_checkpoint()
+        ckpt = ray.train.get_checkpoint()  # readable: the driver checked it (repair_run_dir)
         if ckpt is None:
             return None
-        if ckpt.filesystem.type_name != "local":
-            with ckpt.as_directory() as d:
-                return load_checkpoint(Path(d))
-        # On local storage, the older checkpoints beside it are the fallback when the latest
-        # is unreadable (Ray would otherwise restart the workers on the same broken file).
-        latest = Path(ckpt.path)
-        siblings = (p for p in latest.parent.glob("checkpoint_*") if p.is_dir())
-        older = sorted(p for p in siblings if p.name < latest.name)
-        return load_newest_checkpoint([*older, latest])
+        with ckpt.as_directory() as d:
+            return load_checkpoint(Path(d))
 
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         import ray.train
@@ -140,6 +136,7 @@ def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dic
     cfg = spec.train
     gpu = use_gpu(cfg.device)
     check_placeable(cfg, gpu)
+    repair_run_dir(storage / name)
     stop = ray.remote(num_cpus=0)(StopSignal).remote()
     trainer = TorchTrainer(
         _worker,
@@ -163,9 +160,8 @@ def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dic
         with _stop_on_signals(stop) as received:
             result = _in_thread(trainer.fit)
     except ray.train.TrainingFailedError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GanlibError(
-            f"training failed after {cfg.max_failures} restarts: {first} "
+            f"training failed after {cfg.max_failures} restarts: {failure_cause(exc)} "
             f"(worker logs under {storage / name})"
         ) from None
     metrics = dict(result.metrics or {})
@@ -236,6 +232,82 @@ def _in_thread(fn: Callable[[], Any]) -> Any:
     if "error" in box:
         raise box["error"]
     return box["result"]
+
+
+def failure_cause(exc: BaseException) -> str:
+    """One line for why Ray Train failed: the lowest failed rank's own exception (a
+    ``GanlibError`` raised in a worker reads as it would in one process), not Ray's wrapper
+    ("Training failed due to worker errors")."""
+    failures = getattr(exc, "worker_failures", None) or {}
+    if failures:
+        rank = min(failures)
+        return f"rank {rank}: {_one_line(failures[rank])}"
+    inner = getattr(exc, "controller_failure", None)
+    return _one_line(inner if inner is not None else exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)  # a RayTaskError's original exception
+    if isinstance(cause, BaseException):
+        exc = cause
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if isinstance(exc, GanlibError):
+        return lines[0] if lines else type(exc).__name__
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's list of a run's checkpoints
+
+
+def repair_run_dir(run_dir: Path) -> None:
+    """Make Ray Train's snapshot of a run name only checkpoints that can be resumed from.
+
+    Ray hands the workers the newest checkpoint its snapshot names and refuses to start when
+    a named one is gone; a truncated or corrupt one (a full disk, a copy cut short) would
+    fail every restart until ``max_failures``. So, before Ray reads it: checkpoints that are
+    gone are dropped from the snapshot, and the newest ones that cannot be read (format,
+    fields, NaN/inf weights) are moved aside to ``bad-<name>`` and dropped, until a good one
+    is found, each with one line on stderr. Local storage only (a remote run directory is
+    left to Ray).
+    """
+    path = run_dir / RAY_SNAPSHOT
+    if not path.is_file():
+        return
+    try:
+        snap = json.loads(path.read_text())
+        results, indices = snap["checkpoint_results"], snap["checkpoint_report_indices"]
+        names = [r["checkpoint_dir_name"] for r in results]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GanlibError(
+            f"{path}: not a readable Ray Train run snapshot ({type(exc).__name__}: {exc}); "
+            f"delete {run_dir} to train this run from the start"
+        ) from None
+    order = sorted(range(len(names)), key=lambda i: indices[i])  # oldest report first
+    drop = {i for i in order if not (run_dir / names[i]).is_dir()}
+    for i in drop:
+        print(f"warning: {run_dir / names[i]}: checkpoint gone; dropped", file=sys.stderr)
+    for i in reversed([i for i in order if i not in drop]):  # newest first, to a good one
+        try:
+            state = load_checkpoint(run_dir / names[i])
+            for part in ("G", "D", "G_ema"):
+                check_finite(state[part], f"{run_dir / names[i]}: {part}")
+            break
+        except GanlibError as exc:
+            aside = run_dir / f"bad-{names[i]}"
+            (run_dir / names[i]).rename(aside)
+            drop.add(i)
+            print(f"warning: {exc}; moved to {aside.name}, resuming before it", file=sys.stderr)
+    if not drop:
+        return
+    kept = [i for i in order if i not in drop]
+    if not kept:
+        print(f"warning: {run_dir}: no checkpoint left; the run starts over", file=sys.stderr)
+    snap["checkpoint_results"] = [results[i] for i in kept]
+    snap["checkpoint_report_indices"] = [indices[i] for i in kept]
+    snap["latest_checkpoint_result"] = results[kept[-1]] if kept else None
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(snap))
+    os.replace(tmp, path)
 
 
 def diverged_error(step: int, ckpt_dir: str | None) -> GanlibError:

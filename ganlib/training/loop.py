@@ -328,9 +328,9 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         if want_ckpt:
             counters["wall_s"] = wall_at_start + time.perf_counter() - session_t0
             snap = snapshot()
-            metrics = {"step": step, "kimg": counters["images_seen"] / 1000}
-            if history:
-                metrics.update({k: v for k, v in history[-1].items() if v is not None})
+            # the last log's numbers, with this step's own step and kimg
+            metrics = {k: v for k, v in (history[-1] if history else {}).items() if v is not None}
+            metrics |= {"step": step, "kimg": counters["images_seen"] / 1000}
             if stopping and step < cfg.steps:  # no probe: whoever stops the run is waiting
                 metrics["interrupted_at"] = step
             elif probe is not None:  # rank 0 only: Ray Train and Tune read rank 0's metrics

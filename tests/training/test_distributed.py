@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import ray.cloudpickle
 import torch
 
 from ganlib.config import TrainConfig
+from ganlib.errors import GanlibError
 from ganlib.training.distributed import RayTrainSession, fit
 from ganlib.training.loop import RunSpec, train
 from ganlib.training.session import LocalSession
@@ -104,8 +106,6 @@ def test_worker_crash_resumes_from_last_checkpoint(ray_local, digit_shards, tmp_
 
 
 def test_crashes_beyond_max_failures_fail_cleanly(ray_local, digit_shards, tmp_path):
-    from ganlib.errors import GanlibError
-
     spec = dataclasses.replace(
         spec_for(digit_shards, steps=4, max_failures=0),
         fail_at_step=2,
@@ -116,13 +116,39 @@ def test_crashes_beyond_max_failures_fail_cleanly(ray_local, digit_shards, tmp_p
 
 
 def test_a_truncated_latest_checkpoint_resumes_from_the_one_before(
-    ray_local, digit_shards, tmp_path
+    ray_local, digit_shards, tmp_path, capfd
 ):
-    """Ray hands the workers its latest checkpoint; when that file is cut short the worker
-    reads the one before instead of failing on it at every restart."""
+    """Ray hands the workers the newest checkpoint of its snapshot and refuses to start when
+    one it names is gone. A cut-short newest one is moved aside and the one before is used; a
+    checkpoint deleted by hand is dropped from the snapshot; when none is readable the
+    worker's own error is the stage's line."""
     fit(spec_for(digit_shards, steps=6), storage=tmp_path, name="cut")  # checkpoints at 3, 6
-    latest = sorted(p for p in (tmp_path / "cut").glob("checkpoint_*") if p.is_dir())[-1]
-    latest /= "checkpoint.pt"
-    latest.write_bytes(latest.read_bytes()[:1000])
+    run_dir = tmp_path / "cut"
+    older, latest = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
+    (latest / "checkpoint.pt").write_bytes((latest / "checkpoint.pt").read_bytes()[:1000])
     state, _ = fit(spec_for(digit_shards, steps=9), storage=tmp_path, name="cut")
     assert state["step"] == 9 and state["resumed_from"] == [3]
+    assert (run_dir / f"bad-{latest.name}").is_dir() and not latest.exists()
+    assert f"moved to bad-{latest.name}, resuming before it" in capfd.readouterr().err
+    snapshot = (run_dir / "checkpoint_manager_snapshot.json").read_text()
+    assert latest.name not in snapshot
+
+    newest = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())  # steps 6 and 9
+    shutil.rmtree(newest[-1])  # by hand: Ray alone would refuse the run directory
+    state, _ = fit(spec_for(digit_shards, steps=10), storage=tmp_path, name="cut")
+    assert state["step"] == 10 and state["resumed_from"] == [3, 6]
+    assert "checkpoint gone; dropped" in capfd.readouterr().err
+
+    for p in run_dir.glob("checkpoint_*"):  # none readable: moved aside, the run starts over
+        if p.is_dir():
+            (p / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    state, _ = fit(spec_for(digit_shards, steps=3), storage=tmp_path, name="cut")
+    assert state["step"] == 3 and state["resumed_from"] == []
+    assert "no checkpoint left; the run starts over" in capfd.readouterr().err
+
+
+def test_a_workers_own_error_is_the_stages_line(ray_local, digit_shards, tmp_path):
+    spec = dataclasses.replace(spec_for(digit_shards), probe_dir=str(tmp_path / "no-extractor"))
+    with pytest.raises(GanlibError, match=r"after 0 restarts: rank 0: .*no-extractor") as err:
+        fit(spec, storage=tmp_path, name="probe")
+    assert "Training failed due to worker errors" not in str(err.value)
