@@ -31,6 +31,14 @@ BUILTIN_SOURCES = ("digits", "photos", "photos2art")
 AUGMENT_POLICIES = ("color", "translation", "cutout")  # DiffAugment, ganlib/data/augment.py
 
 
+# Upper bounds: a typo (an extra zero, .inf) must fail here, not as hours of work or an
+# allocation that cannot succeed. Every integer (counts, sizes, steps) is at most MAX_INT.
+MAX_INT = 2**31 - 1
+MAX_WEIGHT = 1e6  # loss weights, penalty gammas, the EMA half-life in kimg
+WEIGHT_RANGE = f"must be in [0, {MAX_WEIGHT:g}]"
+MAX_TRIALS = 10_000  # tune.num_samples
+
+
 def _require(ok: bool, key: str, why: str) -> None:
     if not ok:
         raise ConfigError(f"params.yaml: {key}: {why}")
@@ -155,7 +163,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         k = self.SECTION
         for name in ("lr_g", "lr_d"):
-            _require(getattr(self, name) > 0, f"{k}.{name}", "must be > 0")
+            _require(0 < getattr(self, name) <= 1, f"{k}.{name}", "must be in (0, 1]")
+        for name in ("r1_gamma", "gp_weight", "ema_kimg"):
+            _require(getattr(self, name) <= MAX_WEIGHT, f"{k}.{name}", f"must be <= {MAX_WEIGHT:g}")
         for name in ("beta1", "beta2"):
             _require(0.0 <= getattr(self, name) < 1.0, f"{k}.{name}", "must be in [0, 1)")
         for name in ("r1_gamma", "gp_weight", "ema_kimg"):
@@ -207,7 +217,7 @@ class InpaintingConfig:
             "need 0 < min_area <= max_area < 1",
         )
         for name in ("hole_weight", "valid_weight", "adv_weight", "fm_weight"):
-            _require(getattr(self, name) >= 0, f"{k}.{name}", "must be >= 0")
+            _require(0 <= getattr(self, name) <= MAX_WEIGHT, f"{k}.{name}", WEIGHT_RANGE)
         _require(self.eval_images >= 1, f"{k}.eval_images", "must be >= 1")
 
 
@@ -233,7 +243,7 @@ class TranslationConfig:
     def __post_init__(self) -> None:
         k = self.SECTION
         for name in ("l1_weight", "cycle_weight", "identity_weight", "adv_weight"):
-            _require(getattr(self, name) >= 0, f"{k}.{name}", "must be >= 0")
+            _require(0 <= getattr(self, name) <= MAX_WEIGHT, f"{k}.{name}", WEIGHT_RANGE)
         _require(self.pool_size >= 0, f"{k}.pool_size", "must be >= 0")
         _require(self.n_blocks >= 0, f"{k}.n_blocks", "must be >= 0")
         _require(self.eval_images >= 1, f"{k}.eval_images", "must be >= 1")
@@ -334,6 +344,7 @@ class TuneConfig:
         k = self.SECTION
         for name in ("num_samples", "steps", "report_every", "grace_period", "probe_fakes"):
             _require(getattr(self, name) >= 1, f"{k}.{name}", "must be >= 1")
+        _require(self.num_samples <= MAX_TRIALS, f"{k}.num_samples", f"must be <= {MAX_TRIALS:,}")
         _require(self.reduction_factor >= 2, f"{k}.reduction_factor", "must be >= 2")
         _require(self.max_concurrent >= 1, f"{k}.max_concurrent", "must be >= 1")
         for name in ("report_every", "grace_period"):
@@ -583,6 +594,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             key,
             f"must be an integer (got {value!r})",
         )
+        _require(abs(value) <= MAX_INT, key, f"must be at most {MAX_INT:,} (got {value:,})")
         return value
     if tp is float:
         # YAML 1.1 reads "1e-4" (no dot) as a string; accept it, it is what people write.

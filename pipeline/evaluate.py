@@ -24,6 +24,7 @@ from pathlib import Path
 import ganlib.evaluation  # noqa: F401  every task's evaluator (Task.evaluate runs one)
 from ganlib import tracking
 from ganlib.config import flatten
+from ganlib.data.shards import dataset_info
 from ganlib.tasks import get_task
 from pipeline import _stage
 from pipeline._stage import FEATURIZE, GENERATOR, SHARDS, TRAIN_SUMMARY
@@ -37,6 +38,7 @@ def main() -> None:
     run_id = json.loads(TRAIN_SUMMARY.read_text())["mlflow_run_id"]
     mlflow = tracking.client(params.mlflow, Path.cwd())  # unreachable: fail before measuring
     tracking.require_run(mlflow, run_id, str(TRAIN_SUMMARY))
+    dataset_info(SHARDS, params.data)  # shards of other data params: say so before measuring
     task = get_task(params.task)
     # Measured into STAGING and logged from there; eval/ is replaced only when all is done, so
     # a failure leaves the previous outputs whole (when they are there: see the README).

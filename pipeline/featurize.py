@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ganlib.data.shards import dataset_info
 from ganlib.errors import GanlibError
 from ganlib.featurize import featurize
 from pipeline import _stage
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
             f"featurize.inception_weights: {cfg.inception_weights} does not exist; give the "
             "path of pt_inception-2015-12-05-6726825d.pth (it is never downloaded)"
         )
+    dataset_info(SHARDS, params.data)  # shards of other data params: say so first
     report = featurize(cfg, SHARDS, FEATURIZE, seed=params.seed)
     Path("featurize/report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     acc = report.get("val_accuracy")

@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     project = Path(parser.parse_args(argv).project).resolve()
     params = load_params(project / _stage.PARAMS_FILE)
-    dataset_info(project / SHARDS)  # no shards: say so before asking for the sweep's result
+    # no shards, or shards of other data params: say so before asking for the sweep's result
+    dataset_info(project / SHARDS, params.data)
     params = apply_best(params, project / TUNE_BEST)
     probe = project / FEATURIZE
     result = train_run(params, project, probe_dir=probe if probe.is_dir() else None)

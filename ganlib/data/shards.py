@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +44,9 @@ from tqdm import tqdm
 from ganlib.data.images import encode_png
 from ganlib.data.records import MAX_CLASSES, Sample, Skipped
 from ganlib.errors import GanlibError
+
+if TYPE_CHECKING:
+    from ganlib.config import DataConfig
 
 MANIFEST = "manifest.parquet"
 STATS = "stats.json"
@@ -630,18 +633,34 @@ def _replace_dir(new: Path, dst: Path) -> None:
         old.unlink()
 
 
-def dataset_info(shards: str | Path) -> dict[str, Any]:
+def dataset_info(shards: str | Path, expect: DataConfig | None = None) -> dict[str, Any]:
     """Resolution, channels, class names (by label index), image fields and train size of a
-    shard directory."""
+    shard directory. With ``expect`` (the ``data:`` params in force), shards written under
+    other data params (another task's profile, an edited resolution) are refused with one
+    line instead of being trained on."""
     path = Path(shards) / "stats.json"
     if not path.is_file():
         raise GanlibError(f"{path}: no shards here; run `dvc repro shard` first")
     stats = json.loads(path.read_text())
     meta = manifest_metadata(read_manifest(Path(shards), columns=["key"]))  # metadata only
-    return {
+    info = {
         "resolution": int(stats["resolution"]),
         "channels": int(stats["channels"]),
         "classes": meta["classes"] or None,
         "fields": list(meta["fields"]),  # ["png"], or ["a.png", "b.png"] for translation
         "train_samples": int(stats["train"]),
     }
+    if expect is not None:
+        fields = ["a.png", "b.png"] if expect.paired or expect.unpaired else ["png"]
+        have = (info["resolution"], info["channels"], info["fields"])
+        want = (expect.resolution, expect.channels, fields)
+        if have != want:
+
+            def say(r, c, f):
+                return f"{r} px, {c} channel{'s' if c > 1 else ''}, {'+'.join(f)}"
+
+            raise GanlibError(
+                f"{shards}: the shards hold {say(*have)}, the data params say {say(*want)} "
+                "(sharded under other params, e.g. another task); run `dvc repro shard`"
+            )
+    return info

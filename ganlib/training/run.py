@@ -50,7 +50,7 @@ def preflight(params: Params, project: Path, *, local: bool) -> dict[str, Any]:
     shards = project / SHARDS
     if not (shards / "manifest.parquet").is_file():
         raise GanlibError(f"{shards}: missing shards; run `dvc repro shard` first")
-    info = dataset_info(shards)
+    info = dataset_info(shards, params.data)  # shards of these data params
     task = get_task(params.task)
     task.check(cfg, task.config(params), info)
     global_batch = cfg.batch_size * cfg.num_workers

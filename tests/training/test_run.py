@@ -32,9 +32,18 @@ def test_unsupported_resolution_is_refused(tmp_path):
         itertools.islice(source, 40), tmp_path / "shards", shard_size=20, val_fraction=0.1,
         classes=source.classes, progress=False,
     )  # fmt: skip
-    params = Params.from_dict({"train": {"batch_size": 4}})
+    params = Params.from_dict({"data": {"resolution": 48}, "train": {"batch_size": 4}})
     with pytest.raises(GanlibError, match="data.resolution: 48 is not supported by train.arch"):
         preflight(params, project_with(tmp_path / "shards", tmp_path / "p"), local=True)
+
+
+def test_shards_of_other_data_params_are_refused(digit_shards, tmp_path):
+    """The inpainting profile's data (32 px RGB photos) against stale 1-channel digit shards."""
+    profile = {"data": {"source": "builtin:photos", "channels": 3}}  # as in params.yaml
+    params = Params.from_dict({"task": "inpainting", "inpainting": profile})
+    with pytest.raises(GanlibError, match=r"the shards hold 32 px, 1 channel, png, the data "
+                       r"params say 32 px, 3 channels, png .*; run `dvc repro shard`"):  # fmt: skip
+        preflight(params, project_with(digit_shards, tmp_path), local=True)
 
 
 def test_conditional_needs_labels(tmp_path):
@@ -43,7 +52,9 @@ def test_conditional_needs_labels(tmp_path):
         itertools.islice(source, 40), tmp_path / "shards", shard_size=20, val_fraction=0.1,
         classes=None, progress=False,
     )  # fmt: skip
-    params = Params.from_dict({"train": {"batch_size": 4, "conditional": True}})
+    params = Params.from_dict(
+        {"data": {"channels": 3}, "train": {"batch_size": 4, "conditional": True}}
+    )
     with pytest.raises(GanlibError, match="train.conditional: true needs labelled data"):
         preflight(params, project_with(tmp_path / "shards", tmp_path / "p"), local=True)
 
