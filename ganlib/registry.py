@@ -45,6 +45,9 @@ from ganlib.tasks import TASKS, get_task
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 METRIC_TAG, PROTOCOL_TAG = "promotion_metric", "protocol_hash"  # e.g. fid; its value: metric.fid
+# Each version's standing, kept true under the promotion lock: exactly one version says
+# "champion" (the alias's), a dethroned one "former champion (vN beat it)".
+ROLE_TAG = "role"
 # How each task's promotion metric reads in messages; every one is lower-is-better.
 METRIC_NAMES = {t.promotion_metric: t.metric_label for t in TASKS.values()}
 SERVING_CODE = Path(__file__).with_name("serving.py")  # the models-from-code file
@@ -259,12 +262,25 @@ def promote(
         if describe is not None:
             record = {"version": version, "alias": alias, "reason": reason}
             client.update_model_version(name, str(version), description=describe(record))
+        client.set_model_version_tag(name, str(version), ROLE_TAG, alias)
         client.set_registered_model_alias(name, alias, str(version))
+        if alias == CHAMPION and champion is not None:  # its records stop claiming champion
+            _dethrone(client, name, champion["version"], version)
     return {
         "alias": alias,
         "reason": reason,
         "previous_champion": champion["version"] if champion else None,
     }
+
+
+def _dethrone(client: MlflowClient, name: str, old: int, new: int) -> None:
+    """Version ``old`` lost the alias to ``new``: its role tag and the head of its description
+    say so (the rest of the description, its numbers, stays)."""
+    client.set_model_version_tag(name, str(old), ROLE_TAG, f"former champion (v{new} beat it)")
+    text = client.get_model_version(name, str(old)).description or ""
+    note = f"**Former champion**: v{new} beat it and holds `@champion` now.\n\n"
+    if not text.startswith("**Former champion**"):
+        client.update_model_version(name, str(old), description=note + text)
 
 
 LOCK_SUFFIX = ".promotion-lock"

@@ -311,6 +311,11 @@ def test_promotions_from_processes_at_once_end_on_the_best(store):
         assert proc.wait(timeout=120) == 0
     best = min(procs)[1]
     assert store.aliases("crowd")["champion"] == best
+    versions = store.client.search_model_versions("name='crowd'")
+    roles = {int(mv.version): mv.tags.get(registry.ROLE_TAG) for mv in versions}
+    assert [v for v, role in roles.items() if role == "champion"] == [best]  # one claims it
+    for role in roles.values():  # each one that held it in between says who beat it
+        assert role in ("champion", "challenger") or role.startswith("former champion (v")
 
 
 def test_a_stale_promotion_lock_is_broken_and_a_held_one_waited_for(store):
