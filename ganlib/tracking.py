@@ -38,20 +38,48 @@ def check_reachable(uri: str) -> None:
         ) from None
 
 
-def client(cfg: MlflowConfig, project: Path):
-    """An ``MlflowClient`` for the configured (resolved, checked) tracking URI."""
+def client(cfg: MlflowConfig, project: Path, *, existing: bool = False):
+    """An ``MlflowClient`` for the configured (resolved, checked) tracking URI. With
+    ``existing`` (stages that read what training logged), an SQLite store must be there
+    already: MLflow would create an empty one on the spot."""
     from mlflow.tracking import MlflowClient
 
     uri = resolve_uri(cfg.tracking_uri, project)
+    scheme = urlparse(uri).scheme.split("+")[0]  # postgresql+psycopg2://...
+    if scheme not in STORE_SCHEMES:
+        raise GanlibError(
+            f"mlflow.tracking_uri: {uri}: {scheme or 'a bare path'} is not a tracking store; "
+            f"use sqlite:///mlflow.db, an http(s):// server or a database URI "
+            f"({', '.join(STORE_SCHEMES)})"
+        )
     check_reachable(uri)
     if uri.startswith("sqlite:///"):  # MLflow would create the directory and a new database
-        folder = Path(uri[len("sqlite:///") :]).parent
-        if not folder.is_dir():
+        db = Path(uri[len("sqlite:///") :])
+        if not db.parent.is_dir():
             raise GanlibError(
-                f"mlflow.tracking_uri: {uri}: the directory {folder} does not exist; fix the "
+                f"mlflow.tracking_uri: {uri}: the directory {db.parent} does not exist; fix the "
                 "path (a new database is created only in an existing directory)"
             )
+        if existing and not db.is_file():
+            raise GanlibError(
+                f"mlflow.tracking_uri: {uri}: no such database, so no training run to read; "
+                "point the URI at the store training logged to, or train (dvc repro train)"
+            )
+        if db.is_file() and db.stat().st_size and not _is_sqlite(db):
+            raise GanlibError(
+                f"mlflow.tracking_uri: {uri}: {db} is not an SQLite database; point the URI "
+                "at mlflow.db (or at a new file name)"
+            )
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+# Stores with a model registry (MLflow's own list, less Databricks and Unity Catalog).
+STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https")
+
+
+def _is_sqlite(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
 
 
 def require_run(mlflow_client, run_id: str, source: str) -> None:

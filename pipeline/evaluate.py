@@ -17,6 +17,7 @@ section and ``mlflow``; the task's record (:data:`ganlib.tasks.TASKS`) does the 
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -33,10 +34,13 @@ OUT = Path("eval")
 STAGING = Path(".eval.tmp")  # the next outputs, until they are complete
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__)
+    parser.parse_args(argv)  # no options: --help, and refuse unknown ones
     params = _stage.params()
     run_id = json.loads(TRAIN_SUMMARY.read_text())["mlflow_run_id"]
-    mlflow = tracking.client(params.mlflow, Path.cwd())  # unreachable: fail before measuring
+    # unreachable, or no store yet: fail before measuring
+    mlflow = tracking.client(params.mlflow, Path.cwd(), existing=True)
     tracking.require_run(mlflow, run_id, str(TRAIN_SUMMARY))
     dataset_info(SHARDS, params.data)  # shards of other data params: say so before measuring
     task = get_task(params.task)

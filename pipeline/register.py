@@ -11,6 +11,7 @@ moves the alias ``champion`` to it only if it beats the current champion's promo
 
 from __future__ import annotations
 
+import argparse
 import functools
 import hashlib
 import json
@@ -43,12 +44,14 @@ def git_commit() -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.register", description=__doc__)
+    parser.parse_args(argv)  # no options: --help, and refuse unknown ones
     params = _stage.params()
     name = params.register.model_name
     metrics = json.loads(EVAL_METRICS.read_text())
     run_id = json.loads(TRAIN_SUMMARY.read_text())["mlflow_run_id"]
-    mlflow = tracking.client(params.mlflow, Path.cwd())
+    mlflow = tracking.client(params.mlflow, Path.cwd(), existing=True)
     tracking.require_run(mlflow, run_id, str(TRAIN_SUMMARY))
     promotion = metrics["promotion"]
     metric = promotion["metric"]
