@@ -206,8 +206,12 @@ def load_generator(directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         )
     if "task" not in meta:  # exported before tasks existed: a generation model
         meta |= {"task": "generation", "task_config": {}}
+    # The config is built on the meta device first (shapes, no memory) and compared with the
+    # weights: a config that does not match them (an edited width asking for gigabytes) is
+    # refused before anything is allocated.
     try:
-        G = build_generator(meta["model_config"])
+        with torch.device("meta"):
+            skeleton = build_generator(meta["model_config"])
     except (KeyError, TypeError, ValueError) as exc:  # an unknown arch or argument
         raise GanlibError(f"{cfg_path}: model_config does not build a generator ({exc})") from None
     try:
@@ -216,12 +220,16 @@ def load_generator(directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         raise GanlibError(f"{weights}: not a readable state dict ({exc}); {again}") from None
     if not isinstance(state, dict):
         raise GanlibError(f"{weights}: holds a {type(state).__name__}, not a state dict; {again}")
+    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if want != have:
+        key = next(k for k in sorted(want.keys() | have.keys()) if want.get(k) != have.get(k))
+        shapes = f"{have.get(key, 'missing')} in the weights, {want.get(key, 'none')} by the config"
+        why = f"{key}: {shapes}"
+        raise GanlibError(f"{weights}: does not match {cfg_path} ({why}); {again}")
     check_finite(state, str(weights))
-    try:
-        G.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise GanlibError(f"{weights}: does not match {cfg_path} ({first}); {again}") from None
+    G = build_generator(meta["model_config"])
+    G.load_state_dict(state)
     return G.eval().requires_grad_(False), meta
 
 

@@ -28,8 +28,10 @@ from ganlib.errors import GanlibError, Interrupted
 from ganlib.training.loop import RunSpec, train
 
 
-class StopSignal:
-    """A Ray actor the driver sets on SIGINT/SIGTERM and every worker watches.
+class RunControl:
+    """A Ray actor between the driver and the workers of one run: the driver calls ``set`` on
+    SIGINT/SIGTERM and every worker watches for it; rank 0 notes a divergence here, which Ray's
+    ``Result`` would not carry (its metrics are those of the last checkpoint).
 
     An actor rather than a file: it works on a cluster whose nodes share no disk. A worker
     asks ``wait`` once and checks the future every step (a local ``done()``, no RPC).
@@ -39,6 +41,7 @@ class StopSignal:
         import asyncio
 
         self._event = asyncio.Event()
+        self._diverged_at: int | None = None
 
     async def set(self) -> None:
         self._event.set()
@@ -47,12 +50,18 @@ class StopSignal:
         await self._event.wait()
         return True
 
+    async def note_divergence(self, step: int) -> None:
+        self._diverged_at = step
+
+    async def diverged_at(self) -> int | None:
+        return self._diverged_at
+
 
 class RayTrainSession:
     """A Ray Train worker: its rank, DDP wrapping via ``prepare_model``, checkpoints via report,
-    the driver's stop request via a :class:`StopSignal` actor."""
+    the driver's stop request and the divergence note via a :class:`RunControl` actor."""
 
-    def __init__(self, stop=None) -> None:
+    def __init__(self, control=None) -> None:
         import ray.train
         import ray.train.torch
 
@@ -60,7 +69,8 @@ class RayTrainSession:
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.device = ray.train.torch.get_device()
-        self._stop = stop.wait.remote().future() if stop is not None else None
+        self._control = control
+        self._stop = control.wait.remote().future() if control is not None else None
 
     def stop_requested(self) -> bool:
         return self._stop is not None and self._stop.done()
@@ -86,6 +96,8 @@ class RayTrainSession:
     def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
         import ray.train
 
+        if metrics.get("diverged_at") is not None and self._control is not None and self.rank == 0:
+            ray.get(self._control.note_divergence.remote(int(metrics["diverged_at"])))
         if state is None:
             ray.train.report(metrics)
             return
@@ -95,7 +107,7 @@ class RayTrainSession:
 
 
 def _worker(config: dict[str, Any]) -> None:
-    train(config["spec"], RayTrainSession(config.get("stop")))
+    train(config["spec"], RayTrainSession(config.get("control")))
 
 
 def use_gpu(device: str) -> bool:
@@ -137,10 +149,10 @@ def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dic
     gpu = use_gpu(cfg.device)
     check_placeable(cfg, gpu)
     repair_run_dir(storage / name)
-    stop = ray.remote(num_cpus=0)(StopSignal).remote()
+    control = ray.remote(num_cpus=0)(RunControl).remote()
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"spec": spec, "stop": stop},
+        train_loop_config={"spec": spec, "control": control},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers,
             use_gpu=gpu,
@@ -157,7 +169,7 @@ def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dic
         ),
     )
     try:
-        with _stop_on_signals(stop) as received:
+        with _stop_on_signals(control) as received:
             result = _in_thread(trainer.fit)
     except ray.train.TrainingFailedError as exc:
         raise GanlibError(
@@ -165,9 +177,10 @@ def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dic
             f"(worker logs under {storage / name})"
         ) from None
     metrics = dict(result.metrics or {})
-    if metrics.get("diverged_at") is not None:
+    diverged_at = ray.get(control.diverged_at.remote())
+    if diverged_at is not None:
         last = result.checkpoint.path if result.checkpoint is not None else None
-        raise diverged_error(int(metrics["diverged_at"]), last)
+        raise diverged_error(int(diverged_at), last)
     if result.checkpoint is None:
         raise GanlibError(f"training under {storage / name} produced no checkpoint")
     if metrics.get("interrupted_at") is not None:
@@ -177,12 +190,17 @@ def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dic
         )
     with result.checkpoint.as_directory() as d:
         state = load_checkpoint(Path(d))
+    if state["step"] < cfg.steps:  # never exported as a finished run
+        raise GanlibError(
+            f"training under {storage / name} ended at step {state['step']} of {cfg.steps} "
+            "without an error; see the worker logs there, then rerun (it resumes)"
+        )
     return state, metrics
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop) -> Iterator[list[int]]:
-    """While training, the first SIGINT or SIGTERM sets ``stop`` (the workers finish the next
+def _stop_on_signals(control) -> Iterator[list[int]]:
+    """While training, the first SIGINT or SIGTERM sets ``control`` (the workers finish the next
     step, checkpoint it and return); a second one raises KeyboardInterrupt now, without a
     final checkpoint. Yields the signals received. Only the main thread can handle signals:
     elsewhere (under Tune) this does nothing."""
@@ -195,7 +213,7 @@ def _stop_on_signals(stop) -> Iterator[list[int]]:
         received.append(signum)
         if len(received) > 1:
             raise KeyboardInterrupt
-        stop.set.remote()
+        control.set.remote()
         print(
             f"{signal.Signals(signum).name}: stopping after this step with a checkpoint "
             "(again to stop now, without one)",

@@ -58,6 +58,7 @@ class RunSpec:
     probe_fakes: int = 500  # images per probe
     fail_at_step: int | None = None  # tests: the last rank dies once at this step
     fail_marker: str | None = None  # file that makes the injected failure happen only once
+    poison_at_step: int | None = None  # tests: G's weights turn NaN in this step's update
 
 
 class DataCursor:
@@ -272,6 +273,9 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         _maybe_fail(spec, step, rank, world)
         want_log = step % cfg.log_every == 0 or step == cfg.steps
         stats = step_fn.step(step, want_log)  # {name: detached scalar tensor}
+        if spec.poison_at_step == step:  # fault injection: as an overflowing update would
+            with torch.no_grad():
+                next(G.parameters()).fill_(math.nan)
 
         # -- EMA of G (a plain copy when disabled, so G_ema is always the model to use) ------
         # The half-life ramps up with the images seen (StyleGAN2-ADA's ema_rampup), so that

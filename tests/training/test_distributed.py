@@ -12,6 +12,7 @@ import pytest
 import ray.cloudpickle
 import torch
 
+from ganlib.artifacts import load_checkpoint
 from ganlib.config import TrainConfig
 from ganlib.errors import GanlibError
 from ganlib.training.distributed import RayTrainSession, fit
@@ -152,3 +153,20 @@ def test_a_workers_own_error_is_the_stages_line(ray_local, digit_shards, tmp_pat
     with pytest.raises(GanlibError, match=r"after 0 restarts: rank 0: .*no-extractor") as err:
         fit(spec, storage=tmp_path, name="probe")
     assert "Training failed due to worker errors" not in str(err.value)
+
+
+def test_divergence_after_a_checkpoint_names_its_step_and_the_last_good_one(
+    ray_local, digit_shards, tmp_path
+):
+    """A checkpoint every step, G's weights NaN in step 3's update: the run stops at step 3
+    with the divergence line (not "produced no checkpoint", not a restart loop), and the
+    newest checkpoint is step 2's, finite."""
+    spec = spec_for(digit_shards, ckpt_every=1, max_failures=2)
+    spec = dataclasses.replace(spec, poison_at_step=3)
+    diverged = r"training diverged: .* at step 3; last good checkpoint: "
+    with pytest.raises(GanlibError, match=diverged) as err:
+        fit(spec, storage=tmp_path, name="nan")
+    newest = Path(str(err.value).split("last good checkpoint: ")[1].split(";")[0])
+    state = load_checkpoint(newest)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
