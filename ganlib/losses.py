@@ -7,7 +7,8 @@ backward (BatchNorm sees real-only and fake-only batches, as in DCGAN, and DDP n
 forwards before one backward). ``LOSSES`` maps the name used in ``params.yaml`` to a loss.
 
 The penalties return the bare penalty; the caller applies its weight (``gp_weight`` for
-WGAN-GP, ``r1_gamma / 2`` for R1).
+WGAN-GP, ``r1_gamma / 2`` for R1, ``gamma / 2`` for R1 + R2). The relativistic pairing loss
+(``rpgan_d``/``rpgan_g``, R3GAN's) pairs real and fake logits, so it is not in ``LOSSES``.
 """
 
 from __future__ import annotations
@@ -91,10 +92,56 @@ def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
     ``real`` must have had ``requires_grad_(True)`` before the D forward that gave
     ``real_logits``; the graph is kept so the penalty can be backpropagated into D.
     """
-    if not real.requires_grad:
-        raise ValueError("r1_penalty: call real.requires_grad_(True) before D(real)")
-    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-    return grad.square().flatten(1).sum(dim=1).mean()  # grad: [N, C, H, W]
+    return _squared_input_gradient(real_logits, real, "r1_penalty").mean()
+
+
+def r2_penalty(fake_logits: Tensor, fake: Tensor) -> Tensor:
+    """R2 (R3GAN, Huang et al. 2024): R1's penalty on generated images,
+    ``mean(||grad_x D(G(z))||^2)``; with R1 it keeps a relativistic D from overshooting on
+    either side (``fake`` detached from G, then ``requires_grad_(True)`` before D)."""
+    return _squared_input_gradient(fake_logits, fake, "r2_penalty").mean()
+
+
+def r1_r2_penalties(logits: Tensor, x: Tensor, n_real: int) -> tuple[Tensor, Tensor]:
+    """R1 and R2 from one D forward on ``x = cat([real, fake])`` (``requires_grad``): one
+    input gradient, split at ``n_real``. For a D without batch statistics this is exactly
+    :func:`r1_penalty` and :func:`r2_penalty` of two forwards, and it keeps the DDP rule of one
+    forward per backward."""
+    sq = _squared_input_gradient(logits, x, "r1_r2_penalties")  # [N]
+    return sq[:n_real].mean(), sq[n_real:].mean()
+
+
+def _squared_input_gradient(logits: Tensor, x: Tensor, name: str) -> Tensor:
+    """``||grad_x logits.sum()||^2`` per sample ``[N]``, graph kept for the backward into D."""
+    if not x.requires_grad:
+        raise ValueError(f"{name}: call x.requires_grad_(True) before the D forward")
+    (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)  # [N, C, H, W]
+    return grad.square().flatten(1).sum(dim=1)
+
+
+def rpgan_d(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Relativistic pairing loss of D (Jolicoeur-Martineau 2019; R3GAN's objective):
+    ``mean(softplus(-(D(x_i) - D(G(z_i)))))`` over pairs ``i`` of a real and a fake batch of
+    the same size. Unlike the losses of :data:`LOSSES` it does not split into a real and a
+    fake term: run D once on ``cat([real, fake])`` (a D without batch statistics, such as
+    R3GAN's) and split the logits."""
+    _same_size(real_logits, fake_logits)
+    return F.softplus(-(real_logits - fake_logits)).mean()
+
+
+def rpgan_g(fake_logits: Tensor, real_logits: Tensor) -> Tensor:
+    """G's relativistic pairing loss: ``mean(softplus(-(D(G(z_i)) - D(x_i))))``, with D's
+    logits of a fresh real batch (no gradient needed through them)."""
+    _same_size(real_logits, fake_logits)
+    return F.softplus(-(fake_logits - real_logits)).mean()
+
+
+def _same_size(real_logits: Tensor, fake_logits: Tensor) -> None:
+    if real_logits.shape != fake_logits.shape:
+        raise ValueError(
+            f"relativistic pairing needs as many real as fake logits, got "
+            f"{tuple(real_logits.shape)} and {tuple(fake_logits.shape)}"
+        )
 
 
 def feature_matching(fake_features: Sequence[Tensor], real_features: Sequence[Tensor]) -> Tensor:

@@ -1,4 +1,4 @@
-"""Known values for every adversarial loss and both gradient penalties."""
+"""Known values for every adversarial loss and the gradient penalties (WGAN-GP, R1, R2)."""
 
 import math
 
@@ -6,7 +6,17 @@ import pytest
 import torch
 from torch import nn
 
-from ganlib.losses import LOSSES, feature_matching, gradient_penalty, interpolate, r1_penalty
+from ganlib.losses import (
+    LOSSES,
+    feature_matching,
+    gradient_penalty,
+    interpolate,
+    r1_penalty,
+    r1_r2_penalties,
+    r2_penalty,
+    rpgan_d,
+    rpgan_g,
+)
 
 
 def _t(*values):
@@ -129,3 +139,30 @@ def test_feature_matching_needs_matching_lists():
         feature_matching([torch.zeros(1)], [])
     with pytest.raises(ValueError, match="same number"):
         feature_matching([], [])
+
+
+def test_rpgan_known_values():
+    real, fake = _t(2.0, 0.0), _t(1.0, 3.0)
+    # D: softplus(-(r - f)) = softplus(-1), softplus(3); G: softplus(-(f - r)), the mirror
+    sp = torch.nn.functional.softplus
+    assert rpgan_d(real, fake).item() == pytest.approx(((sp(_t(-1.0)) + sp(_t(3.0))) / 2).item())
+    assert rpgan_g(fake, real).item() == pytest.approx(((sp(_t(1.0)) + sp(_t(-3.0))) / 2).item())
+    # only the differences count: shifting every logit changes nothing (relativistic)
+    assert rpgan_d(real + 7, fake + 7).item() == pytest.approx(rpgan_d(real, fake).item())
+    with pytest.raises(ValueError, match="as many real as fake"):
+        rpgan_d(real, _t(1.0))
+
+
+def test_r2_is_r1_on_fakes_and_one_forward_gives_both():
+    D = LinearD(torch.randn(1, 4, 4))
+    real, fake = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    r1 = r1_penalty(D(real.requires_grad_(True)), real)
+    r2 = r2_penalty(D(fake.requires_grad_(True)), fake)
+    x = torch.cat([real.detach(), fake.detach()]).requires_grad_(True)
+    both = r1_r2_penalties(D(x), x, n_real=3)
+    assert torch.allclose(torch.stack(both), torch.stack([r1, r2]))
+    # a non-linear D: per-sample gradients differ between the halves, still exactly split
+    real_q = _t(1.0, 2.0, 3.0, 4.0).reshape(2, 1, 1, 2)
+    x = torch.cat([real_q, 2 * real_q]).requires_grad_(True)
+    r1_q, r2_q = r1_r2_penalties(0.5 * x.square().flatten(1).sum(dim=1), x, n_real=2)
+    assert (r1_q.item(), r2_q.item()) == pytest.approx(((1 + 4 + 9 + 16) / 2, 4 * 30 / 2))
