@@ -28,7 +28,7 @@ from ganlib.errors import ConfigError, GanlibError
 
 SOURCE_SCHEMES = ("builtin", "imagefolder", "parquet", "npz")
 BUILTIN_SOURCES = ("digits", "photos", "photos2art")
-AUGMENT_POLICIES = ("color", "translation", "cutout")  # DiffAugment, ganlib/data/augment.py
+AUGMENT_POLICIES = ("color", "translation", "cutout", "xflip")  # ganlib/data/augment.py
 
 
 # Upper bounds: a typo (an extra zero, .inf) must fail here, not as hours of work or an

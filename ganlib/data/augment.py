@@ -66,17 +66,27 @@ def cutout(x: Tensor, ratio: float = 0.5) -> Tensor:
     return x * (~inside)[:, None].to(x.dtype)  # mask: [N, 1, H, W]
 
 
+def xflip(x: Tensor) -> Tensor:
+    """Mirror every image left to right (applied per sample with the pipeline's probability;
+    alone, at probability 1, it is a plain flip)."""
+    return x.flip(3)
+
+
 POLICIES = {
     "color": (brightness, saturation, contrast),
     "translation": (translation,),
     "cutout": (cutout,),
+    "xflip": (xflip,),
 }
 
 
-def diff_augment(x: Tensor, policy: str = "color,translation,cutout") -> Tensor:
+def diff_augment(x: Tensor, policy: str = "color,translation,cutout", p: float = 1.0) -> Tensor:
     """Apply the comma-separated ``policy`` (names from ``POLICIES``) in order; "" = identity.
 
-    ``x``: ``[N, C, H, W]``; returns the same shape, differentiable with respect to ``x``.
+    Each transform is applied to each sample with probability ``p`` (ADA's fixed-probability
+    pipeline, R3GAN's schedule ramps it from 0); at ``p = 1`` every sample gets every transform
+    and no extra random numbers are drawn, as before ``p`` existed. ``x``: ``[N, C, H, W]``;
+    returns the same shape, differentiable with respect to ``x``.
     """
     names = [name.strip() for name in policy.split(",") if name.strip()]
     unknown = [name for name in names if name not in POLICIES]
@@ -84,7 +94,15 @@ def diff_augment(x: Tensor, policy: str = "color,translation,cutout") -> Tensor:
         raise ValueError(
             f"unknown DiffAugment policy {', '.join(unknown)}; valid: {', '.join(POLICIES)}"
         )
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"augmentation probability must be in [0, 1], got {p}")
+    if p == 0.0:
+        return x
     for name in names:
         for transform in POLICIES[name]:
-            x = transform(x)
+            if p == 1.0:
+                x = transform(x)
+                continue
+            chosen = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p  # [N, 1, 1, 1]
+            x = torch.where(chosen, transform(x), x)
     return x

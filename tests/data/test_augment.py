@@ -86,3 +86,24 @@ def test_cutout_zeroes_one_clipped_half_size_square():
         rows, cols = hole.any(dim=1).sum().item(), hole.any(dim=0).sum().item()
         assert hole.sum().item() == rows * cols  # a rectangle
         assert 4 <= rows <= 8 and 4 <= cols <= 8  # an 8x8 square, clipped by at most half
+
+
+def test_xflip_mirrors_left_to_right():
+    x = torch.arange(8.0).reshape(1, 1, 2, 4)
+    assert torch.equal(diff_augment(x, "xflip"), x.flip(3))
+
+
+def test_probability_applies_each_transform_to_that_share_of_samples():
+    x = torch.randn(400, 3, 8, 8)
+    assert torch.equal(diff_augment(x, "color,translation,cutout,xflip", p=0.0), x)
+    torch.manual_seed(0)
+    always = diff_augment(x, "xflip", p=1.0)
+    torch.manual_seed(0)
+    assert torch.equal(always, diff_augment(x, "xflip"))  # p = 1 draws nothing extra
+    flipped = diff_augment(x, "xflip", p=0.3)
+    same = (flipped == x).flatten(1).all(1)
+    mirrored = (flipped == x.flip(3)).flatten(1).all(1)
+    assert bool((same | mirrored).all())  # each sample whole: flipped or not
+    assert 0.2 < mirrored.float().mean().item() < 0.4
+    with pytest.raises(ValueError, match=r"probability must be in \[0, 1\]"):
+        diff_augment(x, "xflip", p=1.5)
