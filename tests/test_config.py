@@ -170,5 +170,5 @@ def test_profile_errors_name_the_key_whatever_the_task():
         Params.from_dict({"inpainting": {"data": "builtin:photos"}})
     with pytest.raises(ConfigError, match="inpainting.min_area"):
         Params.from_dict({"inpainting": {"min_area": 0.7, "max_area": 0.6}})
-    with pytest.raises(ConfigError, match="inpainting.fm_weight: must be >= 0"):
+    with pytest.raises(ConfigError, match="inpainting.fm_weight: must be in \\[0, 1e\\+06\\]"):
         Params.from_dict({"inpainting": {"fm_weight": -1.0}})
