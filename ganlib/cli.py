@@ -61,7 +61,6 @@ def _shards_verify(args: argparse.Namespace) -> None:
 
 
 MAX_SAMPLES = 65_536  # images per `ganlib sample` call (200 MB of 32x32 RGB)
-MAX_SEED = 2**63 - 1
 
 
 def _sample(args: argparse.Namespace) -> None:
@@ -69,6 +68,7 @@ def _sample(args: argparse.Namespace) -> None:
 
     from ganlib.data.pixels import from_uint8
     from ganlib.grid import save_grid
+    from ganlib.sampling import SEEDS
 
     if args.n < 1 or args.nrow < 1:
         bad, value = ("-n", args.n) if args.n < 1 else ("--nrow", args.nrow)
@@ -77,8 +77,10 @@ def _sample(args: argparse.Namespace) -> None:
         raise GanlibError(
             f"-n: at most {MAX_SAMPLES} images per call, got {args.n}; call again with --seed"
         )
-    if not 0 <= args.seed <= MAX_SEED - args.n:
-        raise GanlibError(f"--seed: seeds must be in [0, 2**63), got {args.seed}..+{args.n}")
+    if not 0 <= args.seed <= SEEDS - args.n:  # the last seed, seed + n - 1, below 2**63
+        raise GanlibError(
+            f"--seed: seeds must be in [0, 2**63), got {args.seed}..{args.seed + args.n - 1}"
+        )
     out = Path(args.out)
     if out.suffix not in (".png", ".npy") or out.is_dir():
         raise GanlibError(f"--out: {out} must be a file ending in .png (a grid) or .npy")
@@ -183,9 +185,12 @@ def _inpaint(args: argparse.Namespace) -> None:
         import numpy as np
 
         from ganlib.data.images import encode_png, input_array
-        from ganlib.tasks.inpainting import demo_mask
+        from ganlib.tasks.inpainting import TASK, demo_mask
 
-        h, w, _ = input_array(image, channels=1, name=args.image).shape
+        # The default bound on an image's pixels, checked from its header before it is decoded
+        # (a model registered with a larger one takes larger images with a --mask file).
+        max_pixels = TASK.limits.max_pixels
+        h, w, _ = input_array(image, channels=1, name=args.image, max_pixels=max_pixels).shape
         hole = demo_mask(h, w, seed=args.seed)  # [H, W] bool
         mask = encode_png(hole[:, :, None].astype(np.uint8) * 255)
     else:

@@ -19,6 +19,7 @@ comparing and setting run under :func:`promotion_lock`, so concurrent registers 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -55,16 +56,26 @@ PACKAGE = Path(__file__).parent  # shipped with the model as code_paths
 
 
 def log_generator(
-    client_or_uri: MlflowClient | str, run_id: str, generator_dir: Path, *, name: str = "generator"
+    client_or_uri: MlflowClient | str,
+    run_id: str,
+    generator_dir: Path,
+    *,
+    name: str = "generator",
+    limits: Mapping[str, int] | None = None,
 ) -> str:
     """Log an exported generator directory as a pyfunc model of run ``run_id``.
 
     The LoggedModel lives in the run's experiment and links to the run (MLmodel ``run_id``, the
     run's outputs, its metrics at the generator's step). Returns ``models:/<model_id>``.
+
+    ``limits`` overrides some of the task's per-request bounds (:class:`ganlib.tasks.base.Limits`:
+    ``max_rows``, ``max_pixels``, ``max_total_pixels``); all three are stored with the model
+    as its pyfunc ``model_config``, which the served model reads at load time.
     """
     client = _client(client_or_uri)
     _, meta = load_generator(generator_dir)  # refuse a broken directory before logging
     task = get_task(meta["task"])
+    bounds = task.limits.override(limits)  # a bad key or value: nothing logged
     run = client.get_run(run_id)
     logged = client.create_logged_model(
         run.info.experiment_id, name=name, source_run_id=run_id, params=run.data.params
@@ -84,6 +95,7 @@ def log_generator(
             input_example=task.input_example(meta),
             pip_requirements=_pip_requirements(),
             metadata=meta,
+            model_config=dataclasses.asdict(bounds),
         )
     return info.model_uri
 
@@ -100,6 +112,7 @@ def register_generator(
     tags: Mapping[str, Any] | None = None,
     describe: Callable[[Mapping[str, Any]], str] | None = None,
     model_description: str | None = None,
+    limits: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Log, register as a new version of ``model_name``, tag, describe, promote; returns
     model.json.
@@ -115,6 +128,7 @@ def register_generator(
 
     ``describe(record)`` (record: ``version``, ``alias``, ``reason``) gives the version's
     description, written before the alias; ``model_description`` the registered model's.
+    ``limits``: the served model's per-request bounds (see :func:`log_generator`).
     """
     validate_model_name(model_name)
     tags = dict(tags or {})
@@ -122,7 +136,7 @@ def register_generator(
     if value_tag in tags or PROTOCOL_TAG in tags or METRIC_TAG in tags:
         raise ValueError(f"pass {value_tag} and {PROTOCOL_TAG} as score= and protocol_hash=")
     client = _client(client_or_uri)
-    logged_uri = log_generator(client, run_id, generator_dir)
+    logged_uri = log_generator(client, run_id, generator_dir, limits=limits)
     version_tags = {k: _tag_value(v) for k, v in tags.items()}
     version_tags |= {
         value_tag: repr(float(score)),
@@ -348,26 +362,42 @@ def _break_if_stale(client: MlflowClient, lock: str) -> None:
 def predict_registered(model_uri: str, tracking_uri: str, frame: pd.DataFrame) -> np.ndarray:
     """Load ``models:/NAME@alias`` (or ``/VERSION``) and run it on ``frame``:
     ``uint8 [N, H, W, C]``; MLflow's errors become one-line GanlibErrors."""
-    with tempfile.TemporaryDirectory() as tmp, _process_uris(tracking_uri):
-        try:  # resolving models:/NAME@alias reads the process-wide registry URI
-            local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-        except MlflowException as exc:
-            raise GanlibError(f"{model_uri}: {_one_line(exc.message)} ({tracking_uri})") from None
-        model = mlflow.pyfunc.load_model(local)  # reads everything it needs into memory
-    try:
-        return model.predict(frame)
-    except MlflowException as exc:
-        raise GanlibError(f"{model_uri}: {_one_line(exc.message)}") from None
+    return _predict(_load(model_uri, tracking_uri), model_uri, frame)
 
 
 def sample_registered(
     model_uri: str, tracking_uri: str, seeds: Sequence[int], labels: Sequence[int] | None = None
 ) -> np.ndarray:
-    """Load ``models:/NAME@alias`` (or ``/VERSION``) and sample it: ``uint8 [N, H, W, C]``."""
+    """Load ``models:/NAME@alias`` (or ``/VERSION``) and sample it: ``uint8 [N, H, W, C]``.
+
+    Any number of seeds: they go in requests as large as the model's limits allow (its rows
+    and pixels per request), which give the same images (each seed's image is its own)."""
+    model = _load(model_uri, tracking_uri)
+    meta = model.metadata.metadata  # the exported generator's, logged with the model
+    limits = get_task(meta["task"]).limits.override(model.model_config)
+    per_request = max(1, min(limits.max_rows, limits.max_total_pixels // meta["resolution"] ** 2))
     frame = pd.DataFrame({"seed": seeds}, dtype="int64")
     if labels is not None:
         frame["label"] = pd.Series(labels, dtype="int64")
-    return predict_registered(model_uri, tracking_uri, frame)
+    starts = range(0, max(len(frame), 1), per_request)
+    parts = [_predict(model, model_uri, frame.iloc[i : i + per_request]) for i in starts]
+    return np.concatenate(parts)
+
+
+def _load(model_uri: str, tracking_uri: str) -> mlflow.pyfunc.PyFuncModel:
+    with tempfile.TemporaryDirectory() as tmp, _process_uris(tracking_uri):
+        try:  # resolving models:/NAME@alias reads the process-wide registry URI
+            local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        except MlflowException as exc:
+            raise GanlibError(f"{model_uri}: {_one_line(exc.message)} ({tracking_uri})") from None
+        return mlflow.pyfunc.load_model(local)  # reads everything it needs into memory
+
+
+def _predict(model: mlflow.pyfunc.PyFuncModel, model_uri: str, frame: pd.DataFrame) -> np.ndarray:
+    try:
+        return model.predict(frame)
+    except MlflowException as exc:
+        raise GanlibError(f"{model_uri}: {_one_line(exc.message)}") from None
 
 
 def _client(client_or_uri: MlflowClient | str) -> MlflowClient:

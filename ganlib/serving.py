@@ -11,6 +11,10 @@ pickled. Output: ``uint8 [N, H, W, C]``, one image per row. Input: the generator
   (:func:`ganlib.tasks.inpainting.predict_frame`);
 - translation: an ``image`` column of PNG bytes and, for CycleGAN, an optional ``direction``
   (``AtoB`` by default, or ``BtoA``) (:func:`ganlib.tasks.translation.predict_frame`).
+
+Each request is bounded by the model's :class:`~ganlib.tasks.base.Limits` (rows, pixels per
+image, pixels per request): its pyfunc ``model_config``, written at registration
+(:func:`ganlib.registry.log_generator`), the task's defaults where the model has none.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class GeneratorModel(PythonModel):
     def load_context(self, context) -> None:
         self.G, self.meta = load_generator(context.artifacts["generator"])
         self.task = get_task(self.meta["task"])
+        self.limits = self.task.limits.override(context.model_config)
 
     def predict(
         self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -41,7 +46,7 @@ class GeneratorModel(PythonModel):
         """``model_input``: the task's DataFrame (see the module docstring) ->
         ``uint8 [N, H, W, C]``."""
         try:
-            return self.task.predict(self.G, self.meta, model_input)
+            return self.task.predict(self.G, self.meta, model_input, self.limits)
         except GanlibError as exc:  # the scoring server answers 400 with this message
             raise MlflowException.invalid_parameter_value(str(exc)) from None
 

@@ -30,6 +30,19 @@ class UnusableImage(Exception):
         self.reason = reason
 
 
+class TooLarge(UnusableImage):
+    """An image over a pixel limit, refused from its header before any pixel is decoded.
+
+    ``pixels`` is its size in words: ``5000x4000`` (width x height), or ``over 89478485``
+    where Pillow's own decompression-bomb check (``Image.MAX_IMAGE_PIXELS``) stops it before
+    it reports a size.
+    """
+
+    def __init__(self, reason: str, pixels: str):
+        super().__init__(reason)
+        self.pixels = pixels
+
+
 def load_image(source: str | os.PathLike | bytes, *, max_pixels: int) -> Image.Image:
     """Decode a file (a path) or encoded bytes into a fully loaded, upright PIL image.
 
@@ -67,14 +80,28 @@ def load_image(source: str | os.PathLike | bytes, *, max_pixels: int) -> Image.I
         raise UnusableImage(f"unreadable: {exc.strerror}") from None
 
 
-def _decode(fp: io.IOBase, max_pixels: int) -> Image.Image:
+def image_size(data: bytes, *, max_pixels: int) -> tuple[int, int]:
+    """``(width, height)`` of encoded image bytes from their header alone: no pixel is
+    decoded (before EXIF orientation, which does not change the count). Raises
+    :class:`UnusableImage` as :func:`load_image` does, :class:`TooLarge` over ``max_pixels``."""
+    if len(data) == 0:
+        raise UnusableImage("empty file")
+    with _open(io.BytesIO(data), max_pixels) as img:
+        return img.size
+
+
+def _open(fp: io.IOBase, max_pixels: int) -> Image.Image:
+    """``Image.open``: the header only, its size checked against ``max_pixels``."""
     # catch_warnings restores the filters on exit, so nothing leaks into the caller.
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(fp)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise UnusableImage(f"decompression bomb: {exc}") from None
+        except Image.DecompressionBombError as exc:  # over twice Pillow's limit
+            pixels = f"over {2 * Image.MAX_IMAGE_PIXELS}"
+            raise TooLarge(f"decompression bomb: {exc}", pixels) from None
+        except Image.DecompressionBombWarning as exc:
+            raise TooLarge(f"decompression bomb: {exc}", f"over {Image.MAX_IMAGE_PIXELS}") from None
         except UnidentifiedImageError:
             raise UnusableImage("not an image: cannot identify image file") from None
         except OSError as exc:
@@ -82,7 +109,14 @@ def _decode(fp: io.IOBase, max_pixels: int) -> Image.Image:
     # Image.open reads only the header: check the size before any pixel is decoded.
     width, height = img.size
     if width * height > max_pixels:
-        raise UnusableImage(f"decompression bomb: {width}×{height} pixels > limit {max_pixels}")
+        img.close()
+        reason = f"decompression bomb: {width}×{height} pixels > limit {max_pixels}"
+        raise TooLarge(reason, f"{width}x{height}")  # as image viewers write it in messages
+    return img
+
+
+def _decode(fp: io.IOBase, max_pixels: int) -> Image.Image:
+    img = _open(fp, max_pixels)
     try:
         img.load()
         return ImageOps.exif_transpose(img)
@@ -179,18 +213,39 @@ def input_array(
     composited over white, a grayscale image given to an RGB model has its value replicated,
     an RGB one given to a grayscale model becomes its luma. Raises a one-line
     :class:`~ganlib.errors.GanlibError` naming ``name`` (the file or column) when the input
-    is not a usable image.
+    is not a usable image, or is over ``max_pixels``: refused from its header, as
+    :func:`input_pixels` refuses it.
     """
-    from ganlib.errors import GanlibError
-
     assert channels in (1, 3), channels
     try:
         img = _to_l_or_rgb(load_image(source, max_pixels=max_pixels))
     except UnusableImage as exc:
-        raise GanlibError(f"{name}: {exc.reason}") from None
+        raise _input_error(name, exc, max_pixels) from None
     if channels == 1 and img.mode == "RGB":
         img = img.convert("L")
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], channels, axis=2)  # [H, W] -> [H, W, C]
     return np.ascontiguousarray(arr)
+
+
+def input_pixels(data: bytes, *, name: str, max_pixels: int) -> int:
+    """The pixel count of a user's encoded image from its header alone (nothing is decoded):
+    the check a model runs on every image of a request before decoding any. Raises the
+    one-line :class:`~ganlib.errors.GanlibError` of :func:`input_array` naming ``name``."""
+    try:
+        width, height = image_size(data, max_pixels=max_pixels)
+    except UnusableImage as exc:
+        raise _input_error(name, exc, max_pixels) from None
+    return width * height
+
+
+def _input_error(name: str, exc: UnusableImage, max_pixels: int) -> Exception:
+    from ganlib.errors import GanlibError
+
+    if isinstance(exc, TooLarge):
+        return GanlibError(
+            f"{name}: {exc.pixels} pixels, more than the {max_pixels} per image this model "
+            "takes; downscale it"
+        )
+    return GanlibError(f"{name}: {exc.reason}")

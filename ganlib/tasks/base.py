@@ -13,8 +13,10 @@ need them, so that training and serving import only what they run.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,6 +34,53 @@ if TYPE_CHECKING:
 Probe = Callable[[nn.Module], float]  # probe(G_ema) -> value, lower is better
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The most one ``predict`` call takes: the registered model's per-request bounds.
+
+    Stored with the logged model (its pyfunc ``model_config``, set at registration) and read
+    at load time; without them a task's :attr:`Task.limits` apply. ``max_rows``: rows per
+    request (default 1,024 seeds for generation, 64 images for the image tasks);
+    ``max_pixels``: pixels of each input image (2048 x 2048), checked from its header
+    before it is decoded; ``max_total_pixels``: pixels of all the images a request returns
+    (4096 x 4096, e.g. 4 images of 2048 x 2048, or 1,024 of a 128-pixel generator). Over a
+    bound, a request is one line (HTTP 400 from ``mlflow models serve``).
+    """
+
+    max_rows: int
+    max_pixels: int = 2048 * 2048
+    max_total_pixels: int = 4096 * 4096
+
+    def override(self, overrides: Mapping[str, Any] | None) -> Limits:
+        """These limits with ``overrides`` (a subset of the fields, positive ints); a one-line
+        GanlibError for an unknown key or a bad value."""
+        overrides = dict(overrides or {})
+        known = [f.name for f in dataclasses.fields(self)]
+        for key, value in overrides.items():
+            if key not in known:
+                raise GanlibError(f"limits: unknown key {key!r}; known: {', '.join(known)}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise GanlibError(f"limits: {key} must be a positive integer, got {value!r}")
+        return dataclasses.replace(self, **overrides)
+
+    def check_rows(self, rows: int) -> None:
+        """Refuse a request of more than ``max_rows`` rows."""
+        if rows > self.max_rows:
+            raise GanlibError(
+                f"{rows} rows in one request, more than the {self.max_rows} this model takes; "
+                f"send at most {self.max_rows} per request"
+            )
+
+    def check_total(self, pixels: int, images: int) -> None:
+        """Refuse a request whose ``images`` images have more than ``max_total_pixels``."""
+        if pixels > self.max_total_pixels:
+            raise GanlibError(
+                f"{pixels} pixels in the request's {images} images, more than the "
+                f"{self.max_total_pixels} per request this model takes; send fewer or smaller "
+                "images per request"
+            )
+
+
 class Task:
     """One task's record. Subclasses set the attributes and implement the methods."""
 
@@ -43,6 +92,7 @@ class Task:
     metric_label: ClassVar[str]  # how the promotion metric reads in messages ("FID")
     summary: ClassVar[str]  # what its models do, in a few words ("noise -> image")
     example_call: ClassVar[str]  # the pyfunc model's predict on an example frame, as Python
+    limits: ClassVar[Limits]  # the registered model's default per-request bounds
     # The evaluate stage's module for the task, named rather than imported: DVC re-runs a stage
     # when a file it imports changes, and training must not depend on evaluation code (the
     # evaluate stage imports every evaluator through ganlib.evaluation).
@@ -130,9 +180,15 @@ class Task:
         """A two-row example request."""
         raise NotImplementedError
 
-    def predict(self, G: nn.Module, meta: Mapping[str, Any], frame: pd.DataFrame) -> np.ndarray:
+    def predict(
+        self,
+        G: nn.Module,
+        meta: Mapping[str, Any],
+        frame: pd.DataFrame,
+        limits: Limits | None = None,
+    ) -> np.ndarray:
         """The pyfunc's and CLI's ``predict``: ``uint8 [N, H, W, C]``; one-line GanlibErrors
-        for bad input."""
+        for bad input and for requests over ``limits`` (by default :attr:`limits`)."""
         raise NotImplementedError
 
 
@@ -141,6 +197,7 @@ class ImageTask(Task):
     PatchGAN needs 24 pixels) and an example request of PNG images."""
 
     wrong_fields: ClassVar[str]  # the one-line error for shards of other fields
+    limits = Limits(max_rows=64)
 
     def check(self, cfg: TrainConfig, task_cfg: Any, info: Mapping[str, Any]) -> None:
         for key in ("augment", "r1_gamma", "gp_weight", "conditional"):

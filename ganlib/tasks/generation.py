@@ -24,7 +24,7 @@ from ganlib.data.augment import diff_augment
 from ganlib.errors import GanlibError
 from ganlib.models import SUPPORTED_RESOLUTIONS, build_gan
 from ganlib.models.base import eval_mode
-from ganlib.tasks.base import Task
+from ganlib.tasks.base import Limits, Task
 from ganlib.training.probe import PROBE_BATCH, ReferenceFid, unwrap
 from ganlib.training.step import StepContext, TaskStep, grad_norm, norm_stats
 
@@ -171,6 +171,7 @@ class Generation(Task):
     metric_label = "FID"
     summary = "noise (and a class) -> image"
     example_call = 'images = model.predict(pd.DataFrame({"seed": [0, 1, 2]}))  # uint8 [3, H, W, C]'
+    limits = Limits(max_rows=1024)  # 26,000 seeds of one request took 85 s and 3 GB
 
     def check(self, cfg: TrainConfig, task_cfg: Any, info: Mapping[str, Any]) -> None:
         supported = SUPPORTED_RESOLUTIONS[cfg.arch]
@@ -245,15 +246,21 @@ class Generation(Task):
         return text
 
     def signature(self, meta: Mapping[str, Any]):
-        """``seed`` (long, required), ``label`` (long, optional) -> ``uint8 [-1, H, W, C]``.
+        """``seed`` (required), ``label`` (optional) -> ``uint8 [-1, H, W, C]``.
+
         Every generator takes the same columns; an unconditional one answers a ``label`` with
-        an error rather than MLflow dropping the column unseen."""
+        an error rather than MLflow dropping the column unseen. Both columns are typed Any, not
+        long: the scoring server casts JSON to a long column before predict sees it (1.5 -> 1,
+        "5" -> 5, true -> 1, 2**63 -> -2**63), so the integers are checked by
+        :func:`ganlib.sampling.generate` instead, on the values as sent.
+        """
         import numpy as np
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, Schema, TensorSpec
+        from mlflow.types.schema import AnyType
 
         R, C = int(meta["resolution"]), int(meta["channels"])
-        inputs = Schema([ColSpec("long", "seed"), ColSpec("long", "label", required=False)])
+        inputs = Schema([ColSpec(AnyType(), "seed"), ColSpec(AnyType(), "label", required=False)])
         return ModelSignature(inputs, Schema([TensorSpec(np.dtype(np.uint8), (-1, R, R, C))]))
 
     def input_example(self, meta: Mapping[str, Any]):
@@ -263,14 +270,19 @@ class Generation(Task):
         example = {"seed": [0, 1], **({"label": [0, 1]} if conditional else {})}
         return pd.DataFrame(example, dtype="int64")
 
-    def predict(self, G: nn.Module, meta: Mapping[str, Any], frame):
-        """Images by seed: an int ``seed`` column and, for conditional generators, an optional
-        int ``label`` column (see :func:`ganlib.sampling.generate`)."""
+    def predict(self, G: nn.Module, meta: Mapping[str, Any], frame, limits: Limits | None = None):
+        """Images by seed: a ``seed`` column of integers in [0, 2**63) and, for conditional
+        generators, an optional integer ``label`` column (see :func:`ganlib.sampling.generate`);
+        at most ``limits.max_rows`` rows and ``limits.max_total_pixels`` pixels of images."""
         from ganlib.sampling import generate
 
+        limits = limits or self.limits
         if "seed" not in frame.columns:
             have = ", ".join(map(str, frame.columns)) or "none"
             raise GanlibError(f"seed: the input needs an int column 'seed'; it has {have}")
+        limits.check_rows(len(frame))
+        R = int(meta["model_config"]["resolution"])
+        limits.check_total(len(frame) * R * R, len(frame))
         labels = frame["label"].tolist() if "label" in frame.columns else None
         return generate(G, meta["model_config"], frame["seed"].tolist(), labels)
 

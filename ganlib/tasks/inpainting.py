@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganlib.config import InpaintingConfig
-from ganlib.data.images import input_array
+from ganlib.data.images import input_array, input_pixels
 from ganlib.data.masks import eval_masks, random_mask, random_masks
 from ganlib.data.pixels import from_uint8, to_uint8
 from ganlib.errors import GanlibError
@@ -51,7 +51,7 @@ from ganlib.models.base import eval_mode
 from ganlib.models.layers import crop, pad_to_multiple
 from ganlib.models.patchgan import PatchDiscriminator
 from ganlib.models.unet import UNetGenerator
-from ganlib.tasks.base import ImageTask
+from ganlib.tasks.base import ImageTask, Limits
 from ganlib.training.probe import PROBE_BATCH, probe_images, unwrap
 from ganlib.training.step import StepContext, TaskStep, grad_norm, norm_stats
 
@@ -384,16 +384,16 @@ class Inpainting(ImageTask):
         image = self.example_image(meta)
         return pd.DataFrame({"image": [image, image], "mask": [encode_png(hole)] * 2})
 
-    def predict(self, G, meta, frame):
-        return predict_frame(G, meta, frame)
+    def predict(self, G, meta, frame, limits=None):
+        return predict_frame(G, meta, frame, limits)
 
 
 # -- serving: the registered model's predict and the CLI's demo mask --------------------------
 
-PREDICT_MAX_PIXELS = 4096 * 4096  # per image; G's activations grow with the image
 
-
-def predict_frame(G: nn.Module, meta: Mapping[str, Any], frame: pd.DataFrame) -> np.ndarray:
+def predict_frame(
+    G: nn.Module, meta: Mapping[str, Any], frame: pd.DataFrame, limits: Limits | None = None
+) -> np.ndarray:
     """Repair each row of ``frame``: the registered inpainting model's ``predict``.
 
     ``frame`` has columns ``image`` and ``mask``, PNG (or any Pillow-readable) bytes; the mask
@@ -410,10 +410,14 @@ def predict_frame(G: nn.Module, meta: Mapping[str, Any], frame: pd.DataFrame) ->
     does not depend on the other rows of the call (batched convolutions are not
     batch-invariant; see :mod:`ganlib.sampling`).
 
+    ``limits`` (by default :attr:`Inpainting.limits`) bound the rows, each image's and mask's
+    pixels and the images' total, all checked from the headers before anything is decoded
+    (G's activations grow with the image: one 4096 x 4096 row took 50 s and 3.5 GB).
+
     Raises a one-line :class:`GanlibError` naming the row (0-based) and column for a missing
-    column or value, a value that is not an image, an image over :data:`PREDICT_MAX_PIXELS`,
-    a mask whose size differs from its image's, a mask that is hole everywhere (nothing to
-    inpaint from), and images of different sizes in one call.
+    column or value, a value that is not an image, a request over ``limits``, a mask whose
+    size differs from its image's, a mask that is hole everywhere (nothing to inpaint from),
+    and images of different sizes in one call.
     """
     if meta["task"] != TASK.name:
         raise GanlibError(f"this is a {meta['task']} model, not an inpainting one")
@@ -424,10 +428,21 @@ def predict_frame(G: nn.Module, meta: Mapping[str, Any], frame: pd.DataFrame) ->
             f"the input needs columns image and mask (PNG bytes, mask white on the hole); "
             f"missing {', '.join(missing)} among {list(frame.columns)}"
         )
-    out = []
-    for row, (image, mask) in enumerate(zip(frame["image"], frame["mask"], strict=True)):
-        x = _read(image, channels, f"row {row}: image")  # [H, W, C] uint8
-        hole = _read(mask, 1, f"row {row}: mask")[..., 0] >= 128  # [H, W] bool
+    limits = limits or TASK.limits
+    limits.check_rows(len(frame))
+    rows = [
+        (_bytes(image, f"row {row}: image"), _bytes(mask, f"row {row}: mask"))
+        for row, (image, mask) in enumerate(zip(frame["image"], frame["mask"], strict=True))
+    ]
+    total = 0  # the images' pixels, from their headers (masks have their image's size)
+    for row, (image, mask) in enumerate(rows):
+        total += input_pixels(image, name=f"row {row}: image", max_pixels=limits.max_pixels)
+        input_pixels(mask, name=f"row {row}: mask", max_pixels=limits.max_pixels)
+    limits.check_total(total, len(rows))
+    out = []  # the repaired images, uint8 [H, W, C] each
+    for row, (image, mask) in enumerate(rows):
+        x = _read(image, channels, f"row {row}: image", limits)  # [H, W, C] uint8
+        hole = _read(mask, 1, f"row {row}: mask", limits)[..., 0] >= 128  # [H, W] bool
         if hole.shape != x.shape[:2]:
             raise GanlibError(
                 f"row {row}: mask: {_size(hole)} pixels, but the image is {_size(x)}; "
@@ -468,20 +483,18 @@ def demo_mask(
         raise GanlibError(f"random mask for a {width}x{height} image: {exc}") from None
 
 
-def _read(value: Any, channels: int, name: str) -> np.ndarray:
-    """One cell as ``uint8 [H, W, channels]``; a one-line GanlibError naming ``name``."""
+def _bytes(value: Any, name: str) -> bytes:
+    """One cell's bytes; a one-line GanlibError naming ``name`` for anything else."""
     if isinstance(value, memoryview | bytearray):
         value = bytes(value)
     if not isinstance(value, bytes):
         got = "None" if value is None else type(value).__name__  # NaN: float
         raise GanlibError(f"{name}: expected PNG bytes, got {got}")
-    x = input_array(value, channels=channels, name=name)
-    if x.shape[0] * x.shape[1] > PREDICT_MAX_PIXELS:
-        raise GanlibError(
-            f"{name}: {_size(x)} pixels, more than the {PREDICT_MAX_PIXELS} this model takes; "
-            "downscale it"
-        )
-    return x
+    return value
+
+
+def _read(data: bytes, channels: int, name: str, limits: Limits) -> np.ndarray:
+    return input_array(data, channels=channels, name=name, max_pixels=limits.max_pixels)
 
 
 def _size(x: np.ndarray) -> str:

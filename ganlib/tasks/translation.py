@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from ganlib.config import TranslationConfig
-from ganlib.data.images import input_array
+from ganlib.data.images import input_array, input_pixels
 from ganlib.data.pixels import from_uint8, to_uint8
 from ganlib.errors import GanlibError
 from ganlib.losses import AdversarialLoss
@@ -51,7 +51,7 @@ from ganlib.models.cyclegan import DIRECTIONS, CycleGenerators, CycleOutputs
 from ganlib.models.layers import crop, pad_to_multiple
 from ganlib.models.patchgan import PatchDiscriminator
 from ganlib.models.unet import UNetGenerator
-from ganlib.tasks.base import ImageTask
+from ganlib.tasks.base import ImageTask, Limits
 from ganlib.training.probe import PROBE_BATCH, ReferenceFid, probe_images, unwrap
 from ganlib.training.step import StepContext, TaskStep, grad_norm, grad_norm_all, norm_stats
 
@@ -465,15 +465,11 @@ class Translation(ImageTask):
         image = self.example_image(meta)
         return pd.DataFrame({"image": [image, image]})
 
-    def predict(self, G, meta, frame):
-        return predict_frame(G, meta, frame)
+    def predict(self, G, meta, frame, limits=None):
+        return predict_frame(G, meta, frame, limits)
 
 
 # -- inference on users' images ---------------------------------------------------------------
-
-# The largest input predict_frame takes (4096 x 4096): G's activations grow with the area, and
-# a photo of 90 megapixels would take tens of GB; users scale such images down first.
-MAX_INPUT_PIXELS = 4096 * 4096
 
 
 def translators(G: nn.Module) -> dict[str, nn.Module]:
@@ -485,35 +481,49 @@ def translators(G: nn.Module) -> dict[str, nn.Module]:
     return {"AtoB": G}
 
 
-def predict_frame(G: nn.Module, meta: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
+def predict_frame(
+    G: nn.Module, meta: dict[str, Any], frame: pd.DataFrame, limits: Limits | None = None
+) -> np.ndarray:
     """Translate the images of ``frame``: the translation pyfunc's and CLI's contract.
 
     ``G, meta = load_generator(dir)`` of a translation model (eval mode). ``frame`` has a
     column ``image`` (encoded image bytes, PNG or any format Pillow reads) and optionally
     ``direction``: ``AtoB`` (the default, also for missing values) or ``BtoA``, which only
     CycleGAN models have. Images may have any size (G's input is padded to its multiple and
-    its output cropped back, see :func:`translate`), up to :data:`MAX_INPUT_PIXELS`; the
-    rows of one call must share a size, since they come back as one array. Transparent
-    images are composited over white, and gray ones given to an RGB model have their value
-    replicated (:func:`ganlib.data.images.input_array`).
+    its output cropped back, see :func:`translate`); the rows of one call must share a size,
+    since they come back as one array. ``limits`` (by default :attr:`Translation.limits`)
+    bound the rows, each image's pixels and their total (G's activations grow with the area:
+    a photo of 90 megapixels would take tens of GB), all checked from the images' headers
+    before any is decoded. Transparent images are composited over white, and gray ones given
+    to an RGB model have their value replicated (:func:`ganlib.data.images.input_array`).
 
     Returns ``uint8 [N, H, W, C]``, row ``i`` the translation of row ``i``. Each image goes
     through G alone, so its output does not depend on the other rows of the call. Raises a
     one-line :class:`GanlibError` naming the row for a missing column, an unusable image,
-    mixed sizes or a direction the model does not have.
+    a request over ``limits``, mixed sizes or a direction the model does not have.
     """
     if "image" not in frame.columns:
         have = ", ".join(map(str, frame.columns)) or "none"
         raise GanlibError(f"image: the input needs a column 'image' of image bytes; it has {have}")
+    limits = limits or TASK.limits
+    limits.check_rows(len(frame))
     nets = translators(G)
     directions = _directions(frame, nets)
     channels = int(meta["channels"])
-    arrays = []  # uint8 [H, W, C] each
-    for i, data in enumerate(frame["image"].tolist()):
+    cells = frame["image"].tolist()
+    for i, data in enumerate(cells):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise GanlibError(f"image: row {i} is a {type(data).__name__}, not image bytes")
+    cells = [bytes(data) for data in cells]
+    total = sum(
+        input_pixels(data, name=f"image: row {i}", max_pixels=limits.max_pixels)
+        for i, data in enumerate(cells)
+    )  # from the headers: nothing is decoded before the whole request is known to fit
+    limits.check_total(total, len(cells))
+    arrays = []  # uint8 [H, W, C] each
+    for i, data in enumerate(cells):
         arr = input_array(
-            bytes(data), channels=channels, name=f"image: row {i}", max_pixels=MAX_INPUT_PIXELS
+            data, channels=channels, name=f"image: row {i}", max_pixels=limits.max_pixels
         )
         if arrays and arr.shape != arrays[0].shape:
             (h, w), (h0, w0) = arr.shape[:2], arrays[0].shape[:2]
