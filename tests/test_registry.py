@@ -187,6 +187,7 @@ def test_version_links_to_the_run_and_carries_the_tags(uncond, store):
         "metric.fid": "10.0", "promotion_metric": "fid", "protocol_hash": P1,
         "git_commit": "abc123", "data_hash": "d" * 64,
         "metric.kid": "0.25", "protocol_card": json.dumps(TAGS["protocol_card"], sort_keys=True),
+        "role": "champion",
     }  # fmt: skip
     model_id = info["logged_model_uri"].removeprefix("models:/")
     logged = store.client.get_logged_model(model_id)
