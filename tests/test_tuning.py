@@ -66,7 +66,7 @@ def test_best_yaml_errors(tmp_path):
     with pytest.raises(GanlibError, match="train.steps is not a tunable key"):
         apply_best(Params(), path)
     path.write_text(yaml.safe_dump({"train": {"lr_g": -1.0}}))
-    with pytest.raises(GanlibError, match="train.lr_g: must be > 0"):
+    with pytest.raises(GanlibError, match=r"train.lr_g: must be in \(0, 1\]"):
         apply_best(Params(), path)
 
 

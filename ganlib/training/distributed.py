@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -285,21 +286,31 @@ def repair_run_dir(run_dir: Path) -> None:
     fail every restart until ``max_failures``. So, before Ray reads it: checkpoints that are
     gone are dropped from the snapshot, and the newest ones that cannot be read (format,
     fields, NaN/inf weights) are moved aside to ``bad-<name>`` and dropped, until a good one
-    is found, each with one line on stderr. Local storage only (a remote run directory is
-    left to Ray).
+    is found, each with one line on stderr. Checkpoint directories the snapshot does not name
+    (reported just before a kill -9, never recorded) are removed. Local storage only (a
+    remote run directory is left to Ray).
     """
     path = run_dir / RAY_SNAPSHOT
+    names: list[str] = []
+    if path.is_file():
+        try:
+            snap = json.loads(path.read_text())
+            results, indices = snap["checkpoint_results"], snap["checkpoint_report_indices"]
+            names = [r["checkpoint_dir_name"] for r in results]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise GanlibError(
+                f"{path}: not a readable Ray Train run snapshot ({type(exc).__name__}: {exc}); "
+                f"delete {run_dir} to train this run from the start"
+            ) from None
+    # Reported by a run that was killed before Ray recorded them: Ray would never resume
+    # from them nor delete them (num_to_keep counts only what its snapshot names).
+    for orphan in sorted(run_dir.glob("checkpoint_*")):
+        if orphan.is_dir() and orphan.name not in names:
+            shutil.rmtree(orphan)
+            print(f"warning: {orphan}: not in Ray's record of the run (left by a killed run); "
+                  "removed", file=sys.stderr)  # fmt: skip
     if not path.is_file():
         return
-    try:
-        snap = json.loads(path.read_text())
-        results, indices = snap["checkpoint_results"], snap["checkpoint_report_indices"]
-        names = [r["checkpoint_dir_name"] for r in results]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise GanlibError(
-            f"{path}: not a readable Ray Train run snapshot ({type(exc).__name__}: {exc}); "
-            f"delete {run_dir} to train this run from the start"
-        ) from None
     order = sorted(range(len(names)), key=lambda i: indices[i])  # oldest report first
     drop = {i for i in order if not (run_dir / names[i]).is_dir()}
     for i in drop:

@@ -208,7 +208,7 @@ def test_bad_params_fail_in_one_line_before_anything(bare):
     set_params(bare, "train", lr_g=-1.0)
     result = sh(bare, sys.executable, "-m", "pipeline.shard")
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: params.yaml: train.lr_g: must be > 0"
+    assert result.stderr.strip() == "error: params.yaml: train.lr_g: must be in (0, 1]"
     assert not (bare / "data").exists()
 
 
