@@ -1,17 +1,23 @@
-"""Generator quality for the same wall-clock budget: the classic DCGAN recipe vs ganlib's default.
+"""Generator quality for the same wall-clock budget, under one protocol card: the classic
+DCGAN recipe, ganlib's default, the ResNet family and R3GAN (with its relativistic loss and
+R1 + R2, and without them).
 
-Both train in one process on the project's shards for ``--budget-s`` seconds each and are
+Every recipe trains in one process on the project's shards for ``--budget-s`` seconds and is
 measured by the evaluate stage's code under one protocol card (the project's featurize
 outputs and ``eval:`` params), next to the real-vs-real floor. Prints one JSON object.
 
-- classic: DCGAN, non-saturating loss, Adam 2e-4 / beta1 0.5, no EMA, no augmentation;
-- ganlib: ``train:`` of ``params.yaml`` with ``tune/best.yaml`` applied when tuning is on,
-  i.e. what ``dvc repro`` trains.
+- classic_dcgan: DCGAN, non-saturating loss, Adam 2e-4 / beta1 0.5, no EMA, no augmentation;
+- ganlib_default: ``train:`` of ``params.yaml`` with ``tune/best.yaml`` applied when tuning is
+  on, i.e. what ``dvc repro`` trains;
+- resnet_hinge: the ResNet family (spectral-norm D), hinge loss, Adam 2e-4 / beta1 0 / 0.9;
+- r3gan: R3GAN's ``cpu`` preset with R3GAN's objective (rpgan, gamma/2 (R1 + R2) every step,
+  beta1 0, beta2 0.99); r3gan_plain: the same network with the non-saturating loss and no
+  penalty.
 
-Both use the default run's global batch (``batch_size x num_workers``) in one process.
-Run ``dvc repro featurize`` (and ``tune``) first::
+All use the default run's global batch (``batch_size x num_workers``) in one process. Run
+``dvc repro featurize`` (and ``tune``) in the project first::
 
-    python benchmarks/quality.py [--budget-s 180]
+    python benchmarks/quality.py [--budget-s 180] [--project DIR] [--recipes r3gan,...]
 """
 
 from __future__ import annotations
@@ -39,14 +45,18 @@ from pipeline._stage import FEATURIZE, SHARDS, TUNE_BEST  # noqa: E402
 CHUNK = 100  # steps between wall-clock checks (each chunk resumes exactly from the last)
 
 
-def train_for(cfg, seconds: float, seed: int, storage: Path) -> tuple[dict, float, int]:
-    """Train ``cfg`` until ``seconds`` of training have passed; returns the last state."""
+def train_for(cfg, family, seconds: float, seed: int, storage: Path) -> tuple[dict, float, int]:
+    """Train ``cfg`` (and its family's section) until ``seconds`` of training have passed;
+    returns the last state."""
     session = LocalSession(storage, device="cpu")
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         steps += CHUNK
         chunk = dataclasses.replace(cfg, steps=steps, ckpt_every=CHUNK, sample_every=steps)
-        spec = RunSpec(train=chunk, seed=seed, shards=str(SHARDS.resolve()), identity="quality")
+        spec = RunSpec(
+            train=chunk, seed=seed, shards=str(SHARDS.resolve()), identity="quality",
+            task_cfg=family,
+        )  # fmt: skip
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only
             train(spec, session)
     return session.load_latest(), time.perf_counter() - t0, steps
@@ -55,7 +65,10 @@ def train_for(cfg, seconds: float, seed: int, storage: Path) -> tuple[dict, floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget-s", type=float, default=180.0, help="training seconds per recipe")
+    ap.add_argument("--project", default=".", help="project dir with shards and featurize/")
+    ap.add_argument("--recipes", default="", help="comma list (default: all)")
     args = ap.parse_args()
+    os.chdir(args.project)
     params = load_params("params.yaml")
     default = apply_best(params, TUNE_BEST).train
     global_batch = default.batch_size * default.num_workers
@@ -77,12 +90,26 @@ def main() -> None:
             **one_process,
         ),
         "ganlib_default": dataclasses.replace(default, **one_process),
-    }
+        "resnet_hinge": dataclasses.replace(
+            default, arch="resnet", loss="hinge", beta1=0.0, beta2=0.9, **one_process
+        ),
+        "r3gan": dataclasses.replace(
+            default, arch="r3gan", loss="rpgan", r1_gamma=0.05, r2=True, r1_every=1,
+            beta1=0.0, beta2=0.99, **one_process,
+        ),
+        "r3gan_plain": dataclasses.replace(
+            default, arch="r3gan", loss="nonsaturating", r1_gamma=0.0, r2=False,
+            beta1=0.0, beta2=0.99, **one_process,
+        ),
+    }  # fmt: skip
+    if args.recipes:
+        recipes = {k: v for k, v in recipes.items() if k in args.recipes.split(",")}
     threads = os.cpu_count() or 1
     out: dict = {"budget_s": args.budget_s, "global_batch": global_batch, "threads": threads}
     tmp = Path(tempfile.mkdtemp(prefix="ganlib-quality-"))
     for name, cfg in recipes.items():
-        state, wall, steps = train_for(cfg, args.budget_s, params.seed, tmp / name)
+        family = params.r3gan if cfg.arch == "r3gan" else None
+        state, wall, steps = train_for(cfg, family, args.budget_s, params.seed, tmp / name)
         gen = export_generator(state, tmp / name / "generator")
         metrics = evaluate_generator(
             gen, SHARDS, FEATURIZE, params.eval, seed=params.seed, out=tmp / name / "eval"
@@ -90,12 +117,15 @@ def main() -> None:
         out[name] = {
             "steps": steps,
             "train_s": round(wall, 1),
-            "config": {k: getattr(cfg, k) for k in ("loss", "lr_g", "lr_d", "ema_kimg")},
+            "config": {
+                k: getattr(cfg, k) for k in ("arch", "loss", "r1_gamma", "r2", "lr_g", "ema_kimg")
+            },
             **{k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)},
         }
         out["floor"] = {k: round(v, 4) for k, v in metrics["floor"].items()}
         out["protocol"], out["protocol_hash"] = metrics["protocol"], metrics["protocol_hash"]
-    out["ganlib_wins"] = out["ganlib_default"]["fid"] < out["classic_dcgan"]["fid"]
+    ranked = sorted((out[name]["fid"], name) for name in recipes)
+    out["best_by_fid"] = ranked[0][1] if ranked else None
     out["samples_dir"] = str(tmp)
     print(json.dumps(out, indent=2))
 

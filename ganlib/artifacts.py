@@ -212,7 +212,7 @@ def load_generator(directory: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     try:
         with torch.device("meta"):
             skeleton = build_generator(meta["model_config"])
-    except (KeyError, TypeError, ValueError) as exc:  # an unknown arch or argument
+    except (KeyError, TypeError, ValueError, GanlibError) as exc:  # an unknown arch or argument
         raise GanlibError(f"{cfg_path}: model_config does not build a generator ({exc})") from None
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)

@@ -129,14 +129,16 @@ class TrainConfig:
     # model
     # generation's family; the image-to-image tasks' models follow the task: a U-Net for
     # inpainting and pix2pix, two ResNet generators for CycleGAN (width applies to all)
-    arch: Literal["dcgan", "resnet"] = "dcgan"
+    arch: Literal["dcgan", "resnet", "r3gan"] = "dcgan"  # r3gan's own options: r3gan:
     z_dim: int = 64
     width: int = 32  # base channel count of G and D
     conditional: bool = False  # class-conditional G and projection D (needs labelled data)
     # objective
-    loss: Literal["nonsaturating", "hinge", "lsgan", "wgan"] = "nonsaturating"
-    r1_gamma: float = 0.0  # R1 penalty weight on real images; 0 disables
-    r1_every: int = 16  # lazy regularisation interval (StyleGAN2)
+    # rpgan: relativistic pairing (R3GAN), D run once on [real, fake]: not with dcgan's BatchNorm
+    loss: Literal["nonsaturating", "hinge", "lsgan", "wgan", "rpgan"] = "nonsaturating"
+    r1_gamma: float = 0.0  # R1 penalty weight on real images (gamma); 0 disables
+    r2: bool = False  # also R2, the same penalty on generated images, with the same gamma
+    r1_every: int = 16  # lazy regularisation interval (StyleGAN2); R3GAN: 1
     gp_weight: float = 0.0  # WGAN-GP lambda; 0 disables
     augment: str = ""  # DiffAugment policy, e.g. "color,translation,cutout"; "" disables
     ema_kimg: float = 5.0  # half-life of the G_ema average in thousands of images; 0 disables
@@ -159,9 +161,18 @@ class TrainConfig:
     log_every: int = 25  # steps between history rows / MLflow metrics
     sample_every: int = 250  # steps between sample grids logged to MLflow
     max_failures: int = 2  # worker crashes survived by restarting from the last checkpoint
+    # values that follow the images seen (R3GAN's cosine burn-in); none by default
+    schedule: ScheduleConfig = field(default_factory=lambda: ScheduleConfig())
 
     def __post_init__(self) -> None:
         k = self.SECTION
+        _require(
+            not (self.loss == "rpgan" and self.arch == "dcgan"),
+            f"{k}.loss",
+            "rpgan runs D once on real and fake together, which dcgan's BatchNorm would mix; "
+            "use train.arch resnet or r3gan",
+        )
+        _require(not self.r2 or self.r1_gamma > 0, f"{k}.r2", "needs train.r1_gamma > 0 (gamma)")
         for name in ("lr_g", "lr_d"):
             _require(0 < getattr(self, name) <= 1, f"{k}.{name}", "must be in (0, 1]")
         for name in ("r1_gamma", "gp_weight", "ema_kimg"):
@@ -185,6 +196,74 @@ class TrainConfig:
             f"unknown policy {bad[0] if bad else ''!r}; use a comma list of "
             + ", ".join(AUGMENT_POLICIES),
         )
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """``train.schedule:`` -- values as functions of the images seen, so a resumed run sees
+    the same value at the same point (R3GAN's schedules): each a ``[start, end]`` pair, moved
+    from start to end on a half cosine over ``burn_in_kimg`` thousand images, then held. A
+    value left out (null) keeps its constant from ``train:``. See
+    :mod:`ganlib.training.schedule`."""
+
+    SECTION: typing.ClassVar[str] = "train.schedule"
+
+    burn_in_kimg: float = 0.0  # 0: no schedule
+    lr: tuple[float, float] | None = None  # G and D alike (R3GAN: 2e-4 -> 5e-5)
+    beta2: tuple[float, float] | None = None  # Adam's (R3GAN: 0.9 -> 0.99)
+    gamma: tuple[float, float] | None = None  # train.r1_gamma, R1 (and R2)
+    ema_kimg: tuple[float, float] | None = None  # G_ema's half-life (R3GAN: 0 -> 500 or 5000)
+    augment_p: tuple[float, float] | None = None  # per-op probability of train.augment
+
+    def __post_init__(self) -> None:
+        k = self.SECTION
+        _require(0 <= self.burn_in_kimg <= MAX_WEIGHT, f"{k}.burn_in_kimg", WEIGHT_RANGE)
+        ranges = {"lr": (0, 1), "beta2": (0, 0.9999), "gamma": (0, MAX_WEIGHT),
+                  "ema_kimg": (0, MAX_WEIGHT), "augment_p": (0, 1)}  # fmt: skip
+        for name, (lo, hi) in ranges.items():
+            pair = getattr(self, name)
+            if pair is not None:
+                ok = all(lo <= v <= hi for v in pair)
+                _require(ok, f"{k}.{name}", f"values must be in [{lo}, {hi:g}]")
+        named = [n for n in ranges if getattr(self, n) is not None]
+        _require(
+            not named or self.burn_in_kimg > 0,
+            f"{k}.burn_in_kimg",
+            f"must be > 0 to schedule {', '.join(named)}",
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.burn_in_kimg > 0
+
+
+@dataclass(frozen=True)
+class R3ganConfig:
+    """``r3gan:`` -- the R3GAN family's own options (``train.arch: r3gan``): a channel plan by
+    preset name or by stage, from 4x4 up. See :mod:`ganlib.models.r3gan`."""
+
+    SECTION: typing.ClassVar[str] = "r3gan"
+    FAMILY: typing.ClassVar[bool] = True  # read by tune and train (dvc.yaml lists it)
+
+    preset: Literal["cpu", "cifar10", "ffhq64", "ffhq256"] = "cpu"
+    widths: tuple[int, ...] | None = None  # per stage, 4x4 first; replaces the preset's
+    blocks: int | None = None  # residual blocks per stage; replaces the preset's
+    group_size: int = 16  # channels per group of the 3x3 convolutions
+    expansion: int = 2  # the blocks' 1x1 widening
+
+    def __post_init__(self) -> None:
+        k = self.SECTION
+        for name in ("group_size", "expansion"):
+            _require(1 <= getattr(self, name) <= 4096, f"{k}.{name}", "must be in 1..4096")
+        if self.blocks is not None:
+            _require(1 <= self.blocks <= 64, f"{k}.blocks", "must be in 1..64")
+        for i, w in enumerate(self.widths or ()):
+            _require(
+                1 <= w <= 4096 and w * self.expansion % self.group_size == 0,
+                f"{k}.widths[{i}]",
+                f"{w} x expansion {self.expansion} must be a multiple of group_size "
+                f"{self.group_size} (e.g. {self.group_size * max(1, w // self.group_size)})",
+            )
 
 
 MASK_KINDS = ("box", "stroke", "mix")  # hole shapes, see ganlib/data/masks.py
@@ -453,6 +532,7 @@ class Params:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     inpainting: InpaintingConfig = field(default_factory=InpaintingConfig)
     translation: TranslationConfig = field(default_factory=TranslationConfig)
+    r3gan: R3ganConfig = field(default_factory=R3ganConfig)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> Params:
@@ -493,6 +573,13 @@ class Params:
         without the keys that only say how long, how often or how it is run
         (``TrainConfig.NOT_IDENTITY``) or what is evaluated (a section's ``EVAL_ONLY``)."""
         train = {k: v for k, v in to_dict(self.train).items() if k not in TrainConfig.NOT_IDENTITY}
+        if not self.train.schedule.active:  # runs from before schedules keep their identity
+            train.pop("schedule")
+        for key in ("r2",):  # likewise for keys added later at their off value
+            if not train[key]:
+                train.pop(key)
+        if self.train.arch == "r3gan":  # the family's own options
+            train["r3gan"] = to_dict(self.r3gan)
         section = getattr(self, self.task, None)
         own = self.task_config()
         for key in getattr(section, "EVAL_ONLY", ()):

@@ -213,6 +213,8 @@ def training_params(stage: str) -> list[str]:
         out += ["tune.enabled", "train"]
     for field in dataclasses.fields(Params):
         cls = hints[field.name]
+        if getattr(cls, "FAMILY", False):  # an architecture's own section (r3gan:)
+            out.append(field.name)
         if not getattr(cls, "PROFILE", False):
             continue
         name, section = field.name, raw[field.name]

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from ganlib.models import dcgan, resnet
+from ganlib.models import dcgan, r3gan, resnet
 from ganlib.models.base import without_arch
 from ganlib.models.cyclegan import CycleGenerators, ResnetGenerator
 from ganlib.models.patchgan import PatchDiscriminator
@@ -22,10 +22,12 @@ from ganlib.models.unet import UNetGenerator
 ARCHITECTURES = {
     "dcgan": (dcgan.Generator, dcgan.Discriminator),
     "resnet": (resnet.Generator, resnet.Discriminator),
+    "r3gan": (r3gan.R3Generator, r3gan.R3Discriminator),
 }
 SUPPORTED_RESOLUTIONS = {
     "dcgan": dcgan.RESOLUTIONS,
     "resnet": resnet.RESOLUTIONS,
+    "r3gan": r3gan.RESOLUTIONS,
 }
 
 
@@ -41,22 +43,12 @@ def _classes(arch: str) -> tuple[type[nn.Module], type[nn.Module]]:
     return ARCHITECTURES[arch]
 
 
-def build_gan(
-    arch: str, *, z_dim: int, resolution: int, channels: int, width: int, num_classes: int
-) -> tuple[nn.Module, nn.Module]:
-    """Build a fresh ``(G, D)`` pair of the named family."""
-    generator, discriminator = _classes(arch)
-    G = generator(
-        z_dim=z_dim,
-        resolution=resolution,
-        channels=channels,
-        width=width,
-        num_classes=num_classes,
-    )
-    D = discriminator(
-        resolution=resolution, channels=channels, width=width, num_classes=num_classes
-    )
-    return G, D
+def build_gan(arch: str, **config: Any) -> tuple[nn.Module, nn.Module]:
+    """Build a fresh ``(G, D)`` pair of the named family from G's config without ``arch``
+    (``z_dim``, ``resolution``, ``channels``, ``num_classes`` and the family's own keys:
+    ``width`` for dcgan and resnet, ``widths``/``blocks``/... for r3gan). G is built first."""
+    full = {"arch": arch, **config}
+    return build_generator(full), build_discriminator(full)
 
 
 def build_generator(config: dict[str, Any]) -> nn.Module:

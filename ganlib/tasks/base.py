@@ -200,10 +200,15 @@ class ImageTask(Task):
     limits = Limits(max_rows=64)
 
     def check(self, cfg: TrainConfig, task_cfg: Any, info: Mapping[str, Any]) -> None:
-        for key in ("augment", "r1_gamma", "gp_weight", "conditional"):
+        for key in ("augment", "r1_gamma", "r2", "gp_weight", "conditional", "schedule"):
             default = getattr(TrainConfig(), key)
             if getattr(cfg, key) != default:
                 raise GanlibError(f"train.{key}: applies to task: generation only; remove it")
+        if cfg.loss == "rpgan":
+            raise GanlibError(
+                "train.loss: rpgan pairs real and generated images of generation; use "
+                "nonsaturating, hinge, lsgan or wgan"
+            )
         if cfg.d_steps != 1:
             raise GanlibError(
                 "train.d_steps: image-to-image tasks take one D step per G step; set 1"

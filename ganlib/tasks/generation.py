@@ -19,10 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from ganlib import losses
-from ganlib.config import TrainConfig
+from ganlib.config import Params, R3ganConfig, TrainConfig
 from ganlib.data.augment import diff_augment
-from ganlib.errors import GanlibError
-from ganlib.models import SUPPORTED_RESOLUTIONS, build_gan
+from ganlib.errors import ConfigError, GanlibError
+from ganlib.models import SUPPORTED_RESOLUTIONS, build_gan, r3gan
 from ganlib.models.base import eval_mode
 from ganlib.tasks.base import Limits, Task
 from ganlib.training.probe import PROBE_BATCH, ReferenceFid, unwrap
@@ -36,12 +36,17 @@ class GenerationStep(TaskStep):
 
     def __init__(self, ctx: StepContext):
         super().__init__(ctx)
-        cfg = ctx.cfg
         self.conditional = ctx.G.config["num_classes"] > 0
-        self.augment = (lambda x: diff_augment(x, cfg.augment)) if cfg.augment else (lambda x: x)
+        self.relativistic = ctx.cfg.loss == "rpgan"
+
+    def augment(self, x: Tensor) -> Tensor:
+        """``train.augment`` at this step's probability (``knobs``; 1 unless scheduled)."""
+        cfg = self.ctx.cfg
+        return diff_augment(x, cfg.augment, self.ctx.knobs["augment_p"]) if cfg.augment else x
 
     def images_per_step(self) -> int:
-        return self.ctx.cfg.batch_size * self.ctx.cfg.d_steps
+        # rpgan's G phase pairs its fakes with a fresh real batch
+        return self.ctx.cfg.batch_size * (self.ctx.cfg.d_steps + self.relativistic)
 
     def _batch(self) -> tuple[Tensor, Tensor | None]:
         ctx = self.ctx
@@ -53,14 +58,17 @@ class GenerationStep(TaskStep):
         return real, y
 
     def step(self, step: int, want_log: bool) -> dict[str, Tensor]:
+        if self.relativistic:
+            return self._relativistic_step(step, want_log)
         ctx, cfg, loss_fns, augment = self.ctx, self.ctx.cfg, self.loss, self.augment
         G, G_ddp, D, D_ddp = ctx.G, ctx.G_ddp, ctx.D["D"], ctx.D_ddp["D"]
         B, device = cfg.batch_size, ctx.device
-        r1_due = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
+        gamma = ctx.knobs["gamma"]
+        r1_due = gamma > 0 and step % cfg.r1_every == 0
 
         # -- D phase: real, then detached fake; each forward followed by its own backward ----
         self._train_d()
-        r1 = gp = torch.zeros((), device=device)
+        r1 = r2 = gp = torch.zeros((), device=device)
         for _ in range(cfg.d_steps):
             real, y = self._batch()
             z = torch.randn(B, cfg.z_dim, device=device)
@@ -85,7 +93,12 @@ class GenerationStep(TaskStep):
                 real_r1 = real.detach().requires_grad_(True)
                 r1_logits = D_ddp(augment(real_r1), y).float()
                 r1 = losses.r1_penalty(r1_logits, real_r1)
-                (cfg.r1_gamma / 2 * cfg.r1_every * r1 + 0 * r1_logits.sum()).backward()
+                (gamma / 2 * cfg.r1_every * r1 + 0 * r1_logits.sum()).backward()
+            if r1_due and cfg.r2:  # and R2 on the fakes, with its own forward
+                fake_r2 = fake.detach().requires_grad_(True)
+                r2_logits = D_ddp(augment(fake_r2), y).float()
+                r2 = losses.r2_penalty(r2_logits, fake_r2)
+                (gamma / 2 * cfg.r1_every * r2 + 0 * r2_logits.sum()).backward()
             grad_norm_D = grad_norm(D) if want_log else None
             ctx.opt_D.step()
 
@@ -106,7 +119,65 @@ class GenerationStep(TaskStep):
             "D_real": real_logits.detach().mean(),
             "D_fake": fake_logits.detach().mean(),
             "r1": r1.detach(),
+            "r2": r2.detach(),
             "gp": gp.detach(),
+            **norm_stats(grad_norm_D, grad_norm_G, device),
+        }
+
+    def _relativistic_step(self, step: int, want_log: bool) -> dict[str, Tensor]:
+        """R3GAN's step: relativistic pairing and R1 (+ R2) in one D forward on
+        ``cat([real, fake])`` per D update (one forward, one backward: the DDP rule; exact for
+        a D without batch statistics, which the config ensures), then G against the pairing
+        with a fresh real batch."""
+        ctx, cfg, augment = self.ctx, self.ctx.cfg, self.augment
+        G, G_ddp, D, D_ddp = ctx.G, ctx.G_ddp, ctx.D["D"], ctx.D_ddp["D"]
+        B, device = cfg.batch_size, ctx.device
+        gamma = ctx.knobs["gamma"]
+        penalised = gamma > 0 and step % cfg.r1_every == 0
+
+        self._train_d()
+        r1 = r2 = torch.zeros((), device=device)
+        for _ in range(cfg.d_steps):
+            real, y = self._batch()
+            z = torch.randn(B, cfg.z_dim, device=device)
+            with torch.no_grad(), ctx.autocast:
+                fake = G(z, y).to(real.dtype)  # [B, C, H, W]
+            x = torch.cat([real, fake]).detach().requires_grad_(penalised)  # [2B, C, H, W]
+            ctx.opt_D.zero_grad(set_to_none=True)
+            with ctx.autocast:
+                y2 = None if y is None else torch.cat([y, y])  # [2B]
+                logits = D_ddp(augment(x), y2).float()  # [2B]
+            real_logits, fake_logits = logits[:B], logits[B:]
+            loss_D = losses.rpgan_d(real_logits, fake_logits)
+            total = loss_D
+            if penalised:
+                r1, r2 = losses.r1_r2_penalties(logits, x, B)
+                total = total + gamma / 2 * cfg.r1_every * (r1 + (r2 if cfg.r2 else 0))
+            total.backward()
+            grad_norm_D = grad_norm(D) if want_log else None
+            ctx.opt_D.step()
+
+        self._freeze_d()
+        real, y = self._batch()  # fresh reals to pair with the new fakes
+        z = torch.randn(B, cfg.z_dim, device=device)
+        with ctx.autocast:
+            fake = G_ddp(z, y)
+            with torch.no_grad():
+                real_logits_G = D(augment(real), y).float()  # [B]
+            fake_logits_G = D(augment(fake), y).float()  # [B]
+        loss_G = losses.rpgan_g(fake_logits_G, real_logits_G)
+        ctx.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        grad_norm_G = grad_norm(G) if want_log else None
+        ctx.opt_G.step()
+        return {
+            "loss_D": loss_D.detach(),
+            "loss_G": loss_G.detach(),
+            "D_real": real_logits.detach().mean(),
+            "D_fake": fake_logits.detach().mean(),
+            "r1": r1.detach(),
+            "r2": r2.detach(),
+            "gp": torch.zeros((), device=device),
             **norm_stats(grad_norm_D, grad_norm_G, device),
         }
 
@@ -155,8 +226,31 @@ class FidProbe:
             for i in range(0, self.num_fake, PROBE_BATCH):
                 zb = z[i : i + PROBE_BATCH].to(device)  # [B, z_dim]
                 lb = None if labels is None else labels[i : i + PROBE_BATCH].to(device)  # [B]
-                fakes.append(G(zb, lb))
+                fakes.append(G(zb, lb).clamp(-1, 1))  # r3gan's output is not squashed
         return self.fid(fakes)
+
+
+def r3gan_arguments(cfg: R3ganConfig | None, resolution: int) -> dict[str, Any]:
+    """The ``R3Generator`` arguments of the ``r3gan:`` section at ``resolution``: the preset's
+    plan, with ``widths`` / ``blocks`` replacing it when given; one-line errors."""
+    cfg = cfg or R3ganConfig()
+    try:
+        args = r3gan.preset(cfg.preset, resolution)
+    except ConfigError as exc:
+        message = str(exc).replace("r3gan preset", "r3gan.preset")
+        raise ConfigError(f"params.yaml: {message}") from None
+    args |= {"group_size": cfg.group_size, "expansion": cfg.expansion}
+    if cfg.widths is not None:
+        if len(cfg.widths) != r3gan.num_stages(resolution):
+            raise ConfigError(
+                f"params.yaml: r3gan.widths: {len(cfg.widths)} stages given; resolution "
+                f"{resolution} has {r3gan.num_stages(resolution)} (4x4 up to {resolution}x"
+                f"{resolution})"
+            )
+        args["widths"] = list(cfg.widths)
+    if cfg.blocks is not None:
+        args["blocks"] = cfg.blocks
+    return args
 
 
 class Generation(Task):
@@ -173,6 +267,11 @@ class Generation(Task):
     example_call = 'images = model.predict(pd.DataFrame({"seed": [0, 1, 2]}))  # uint8 [3, H, W, C]'
     limits = Limits(max_rows=1024)  # 26,000 seeds of one request took 85 s and 3 GB
 
+    def config(self, params: Params) -> R3ganConfig | None:
+        """Generation has no section of its own; its family's options are its config (the
+        ``r3gan:`` section for ``train.arch: r3gan``, none for dcgan and resnet)."""
+        return params.r3gan if params.train.arch == "r3gan" else None
+
     def check(self, cfg: TrainConfig, task_cfg: Any, info: Mapping[str, Any]) -> None:
         supported = SUPPORTED_RESOLUTIONS[cfg.arch]
         if info["resolution"] not in supported:
@@ -187,17 +286,17 @@ class Generation(Task):
                 "task: generation needs single-image shards; these hold (A, B) pairs "
                 "for translation: set task: translation or re-shard another data.source"
             )
+        if cfg.arch == "r3gan":  # the plan must fit the resolution
+            r3gan_arguments(task_cfg, info["resolution"])
 
     def model_config(self, cfg: TrainConfig, task_cfg: Any, info: Mapping[str, Any]) -> dict:
         num_classes = len(info["classes"]) if cfg.conditional and info["classes"] else 0
-        return {
-            "arch": cfg.arch,
-            "z_dim": cfg.z_dim,
-            "resolution": info["resolution"],
-            "channels": info["channels"],
-            "width": cfg.width,
-            "num_classes": num_classes,
-        }
+        size = {"resolution": info["resolution"], "channels": info["channels"]}
+        if cfg.arch == "r3gan":  # its own plan; train.width is dcgan's and resnet's
+            family = r3gan_arguments(task_cfg, info["resolution"])
+        else:
+            family = {"width": cfg.width}
+        return {"arch": cfg.arch, "z_dim": cfg.z_dim, **size, **family, "num_classes": num_classes}
 
     def build_models(
         self, cfg: TrainConfig, task_cfg: Any, mcfg: dict, info: Mapping[str, Any]

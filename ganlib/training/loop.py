@@ -35,6 +35,7 @@ from ganlib.data.shards import dataset_info
 from ganlib.models.ema import ema_beta, ema_copy, ema_update
 from ganlib.tasks import get_task
 from ganlib.tasks.base import Task
+from ganlib.training.schedule import values_at
 from ganlib.training.session import Session, all_gather_object, all_reduce_mean
 from ganlib.training.step import StepContext, TaskStep
 
@@ -198,24 +199,12 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         grid = state["grid_inputs"]
     else:  # the same for every run of the data
         grid = task.grid_inputs(first_batch, spec.seed, cfg, spec.task_cfg)
-    step_fn = task.make_step(
-        StepContext(
-            cfg=cfg,
-            task_cfg=spec.task_cfg,
-            seed=spec.seed,
-            rank=rank,
-            world=world,
-            device=device,
-            next_batch=cursor.next,
-            G=G,
-            G_ddp=G_ddp,
-            D=Ds,
-            D_ddp=D_ddp,
-            opt_G=opt_G,
-            opt_D=opt_D,
-            autocast=autocast_for(cfg, device),
-        )  # fmt: skip
-    )
+    ctx = StepContext(
+        cfg=cfg, task_cfg=spec.task_cfg, seed=spec.seed, rank=rank, world=world, device=device,
+        next_batch=cursor.next, G=G, G_ddp=G_ddp, D=Ds, D_ddp=D_ddp, opt_G=opt_G, opt_D=opt_D,
+        autocast=autocast_for(cfg, device),
+    )  # fmt: skip
+    step_fn = task.make_step(ctx)
     if state is not None:
         opt_G.load_state_dict(state["opt_G"])
         opt_D.load_state_dict(state["opt_D"])
@@ -272,6 +261,7 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         step = counters["step"] + 1
         _maybe_fail(spec, step, rank, world)
         want_log = step % cfg.log_every == 0 or step == cfg.steps
+        scheduled = apply_schedule(cfg, counters["images_seen"] / 1000, ctx)
         stats = step_fn.step(step, want_log)  # {name: detached scalar tensor}
         if spec.poison_at_step == step:  # fault injection: as an overflowing update would
             with torch.no_grad():
@@ -281,6 +271,8 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         # The half-life ramps up with the images seen (StyleGAN2-ADA's ema_rampup), so that
         # early G_ema is not dominated by the random initial weights.
         half_life = min(cfg.ema_kimg, EMA_RAMPUP * counters["images_seen"] / 1000)
+        if "ema_kimg" in scheduled:  # the schedule is the ramp (R3GAN: from 0)
+            half_life = scheduled["ema_kimg"]
         ema_update(G_ema, G, ema_beta(B * world, half_life))
         counters["step"] = step
         counters["images_seen"] += images_per_step
@@ -313,6 +305,7 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
             now = time.perf_counter()
             row = {"step": step, "epoch": counters["epoch"], "kimg": counters["images_seen"] / 1000}
             row |= {k: v.item() for k, v in zip(names, values, strict=True)}
+            row |= scheduled  # the values this step trained with
             row["images_per_s"] = window_images / max(now - window_t0, 1e-9)
             window_t0, window_images = now, 0
             history.append(row)
@@ -355,6 +348,22 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         "step": counters["step"], "diverged_at": None, "interrupted_at": None,
         "G": G, "D": D, "G_ema": G_ema,
     }  # fmt: skip
+
+
+def apply_schedule(cfg: TrainConfig, kimg: float, ctx: StepContext) -> dict[str, float]:
+    """Set this step's scheduled values (``train.schedule``) on the optimisers and the step's
+    knobs; returns them (``{}`` without a schedule). Both optimisers follow ``lr``."""
+    if not cfg.schedule.active:
+        return {}
+    values = values_at(cfg, kimg)
+    for opt in (ctx.opt_G, ctx.opt_D):
+        for group in opt.param_groups:
+            if "lr" in values:
+                group["lr"] = values["lr"]
+            if "beta2" in values:
+                group["betas"] = (group["betas"][0], values["beta2"])
+    ctx.knobs.update({k: values[k] for k in ("gamma", "augment_p") if k in values})
+    return values
 
 
 def history_columns(history: list[dict[str, Any]]) -> list[str]:

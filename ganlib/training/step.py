@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,12 @@ class StepContext:
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
     autocast: contextlib.AbstractContextManager
+    # values a schedule moves with the images seen (the loop sets them before each step):
+    # gamma (R1/R2 weight) and augment_p; train:'s constants when nothing is scheduled
+    knobs: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.knobs = {"gamma": self.cfg.r1_gamma, "augment_p": 1.0} | self.knobs
 
 
 class TaskStep:
@@ -50,7 +56,7 @@ class TaskStep:
 
     def __init__(self, ctx: StepContext):
         self.ctx = ctx
-        self.loss = losses.LOSSES[ctx.cfg.loss]
+        self.loss = losses.LOSSES.get(ctx.cfg.loss)  # None for rpgan: it pairs (generation)
 
     def step(self, step: int, want_log: bool) -> dict[str, Tensor]:
         raise NotImplementedError

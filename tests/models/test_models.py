@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ganlib.errors import GanlibError
 from ganlib.models import (
     ARCHITECTURES,
     SUPPORTED_RESOLUTIONS,
@@ -44,7 +45,8 @@ def test_shapes_and_backward(arch, resolution, channels, num_classes):
     fake = G(z, labels)
     logits = D(fake, labels)
     assert fake.shape == (2, channels, resolution, resolution)
-    assert fake.abs().max() <= 1  # tanh output
+    if arch != "r3gan":  # r3gan's output is linear (the paper: no tanh)
+        assert fake.abs().max() <= 1  # tanh output
     assert logits.shape == (2,)
 
     logits.mean().backward()
@@ -55,7 +57,10 @@ def test_shapes_and_backward(arch, resolution, channels, num_classes):
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_resolution_128_shapes(arch):
-    G, D = build_gan(arch, z_dim=8, resolution=128, channels=3, width=2, num_classes=NUM_CLASSES)
+    width = 8 if arch == "r3gan" else 2  # r3gan: 2 x width must fill groups of 16
+    G, D = build_gan(
+        arch, z_dim=8, resolution=128, channels=3, width=width, num_classes=NUM_CLASSES
+    )
     z, labels = _inputs(2, NUM_CLASSES, z_dim=8)
     with torch.no_grad():
         fake = G(z, labels)
@@ -109,13 +114,18 @@ def test_rebuild_from_config(arch, num_classes):
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_bad_resolution(arch):
+    if arch == "r3gan":
+        with pytest.raises(GanlibError, match="r3gan resolution: must be a power of two from 16"):
+            _tiny_gan(arch, resolution=48)
+        assert SUPPORTED_RESOLUTIONS[arch] == (16, 32, 64, 128, 256, 512, 1024)
+        return
     with pytest.raises(ValueError, match=f"{arch} supports resolution 32, 64, 128; got 48"):
         _tiny_gan(arch, resolution=48)
     assert SUPPORTED_RESOLUTIONS[arch] == (32, 64, 128)
 
 
 def test_unknown_arch_names_the_known_ones():
-    with pytest.raises(ValueError, match="known: dcgan, resnet"):
+    with pytest.raises(ValueError, match="known: dcgan, resnet, r3gan"):
         _tiny_gan("stylegan")
     with pytest.raises(ValueError, match="unknown arch"):
         build_generator({"arch": "stylegan", "z_dim": 16})

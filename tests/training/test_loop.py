@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from ganlib.artifacts import export_generator, load_checkpoint, load_generator
-from ganlib.config import TrainConfig
+from ganlib.config import R3ganConfig, ScheduleConfig, TrainConfig
 from ganlib.errors import GanlibError
 from ganlib.training.loop import RunSpec, train
+from ganlib.training.schedule import cosine
 from ganlib.training.session import LocalSession
 
 TINY = TrainConfig(
@@ -207,3 +208,42 @@ def test_a_stop_request_checkpoints_the_next_step_and_resumes_exactly(digit_shar
     assert resumed["interrupted_at"] is None
     for name in ("G", "D", "G_ema"):
         assert states_equal(straight[name].state_dict(), resumed[name].state_dict()), name
+
+
+R3 = {
+    "arch": "r3gan", "loss": "rpgan", "r1_gamma": 0.05, "r2": True, "r1_every": 1,
+    "beta1": 0.0, "augment": "xflip,translation,cutout,color",
+    "schedule": ScheduleConfig(
+        burn_in_kimg=0.2, lr=(2e-4, 5e-5), beta2=(0.9, 0.99), gamma=(0.05, 0.005),
+        ema_kimg=(0.0, 0.1), augment_p=(0.0, 0.5),
+    ),
+}  # fmt: skip
+
+
+def test_r3gan_with_rpgan_r1_r2_and_schedules_resumes_bit_exactly(digit_shards, tmp_path):
+    """R3GAN's recipe on a tiny plan: the scheduled values follow the images seen (history
+    rows), and N + M steps equal N, stop, resume, M, bit for bit."""
+    family = R3ganConfig(widths=(16, 16, 8, 8), blocks=1)
+
+    def spec(steps: int) -> RunSpec:
+        return dataclasses.replace(spec_for(digit_shards, steps=steps, **R3), task_cfg=family)
+
+    straight = run(spec(8), tmp_path / "a")
+    run(spec(4), tmp_path / "b")
+    resumed = run(spec(8), tmp_path / "b")
+    for name in ("G", "D", "G_ema"):
+        assert states_equal(straight[name].state_dict(), resumed[name].state_dict()), name
+    history = load_checkpoint(sorted((tmp_path / "a").glob("checkpoint_*"))[-1])["history"]
+    # 32 real images per step (16 for D, 16 fresh for G): step s starts at 0.032 (s - 1) kimg
+    for row in history:
+        kimg = 0.032 * (row["step"] - 1)
+        assert row["lr"] == pytest.approx(cosine(kimg, 2e-4, 5e-5, 0.2))
+        assert row["gamma"] == pytest.approx(cosine(kimg, 0.05, 0.005, 0.2))
+        assert row["r1"] > 0 and row["r2"] > 0
+    assert history[-1]["augment_p"] == 0.5 and history[-1]["beta2"] == 0.99  # past burn-in
+
+
+def test_schedule_cosine():
+    assert cosine(0, 2.0, 1.0, 10) == 2.0 and cosine(10, 2.0, 1.0, 10) == 1.0
+    assert cosine(5, 2.0, 1.0, 10) == pytest.approx(1.5)  # half way: the mean
+    assert cosine(50, 2.0, 1.0, 10) == 1.0  # held after the burn-in
