@@ -156,7 +156,8 @@ def test_translation_mode_profile_goes_on_top():
 
 
 def test_profile_errors_name_the_key_whatever_the_task():
-    with pytest.raises(ConfigError, match=r"train.lr_g: must be in \(0, 1\] \(with the translation"):
+    in_range = r"train.lr_g: must be in \(0, 1\] \(with the translation"
+    with pytest.raises(ConfigError, match=in_range):
         Params.from_dict({"translation": {"train": {"lr_g": -1.0}}})
     with pytest.raises(ConfigError, match="unknown key inpainting.masks"):
         Params.from_dict({"task": "inpainting", "inpainting": {"masks": 1}})

@@ -650,17 +650,17 @@ def dataset_info(shards: str | Path, expect: DataConfig | None = None) -> dict[s
         "fields": list(meta["fields"]),  # ["png"], or ["a.png", "b.png"] for translation
         "train_samples": int(stats["train"]),
     }
-    if expect is not None:
-        fields = ["a.png", "b.png"] if expect.paired or expect.unpaired else ["png"]
-        have = (info["resolution"], info["channels"], info["fields"])
-        want = (expect.resolution, expect.channels, fields)
+    if expect is not None:  # single images or pairs: the source decides; each task checks
+        have = (info["resolution"], info["channels"])
+        want = (expect.resolution, expect.channels)
         if have != want:
 
-            def say(r, c, f):
-                return f"{r} px, {c} channel{'s' if c > 1 else ''}, {'+'.join(f)}"
+            def say(r, c):
+                return f"{r} px, {c} channel{'s' if c > 1 else ''}"
 
             raise GanlibError(
-                f"{shards}: the shards hold {say(*have)}, the data params say {say(*want)} "
-                "(sharded under other params, e.g. another task); run `dvc repro shard`"
+                f"{shards}: the shards hold {say(*have)} images, the data params say "
+                f"{say(*want)} (sharded under other params, e.g. another task); run "
+                "`dvc repro shard`"
             )
     return info

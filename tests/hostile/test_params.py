@@ -67,8 +67,8 @@ TRAIN = [
     row("mlflow: {tracking_uri: 'sqlite:////no/such/dir/x.db'}\n", r"^error: mlflow.tracking_uri: sqlite:////no/such/dir/x.db: the directory /no/such/dir does not exist", id="sqlite in a missing directory"),
     row("mlflow: {tracking_uri: 'sqlite:///notes.txt'}\n", r"^error: mlflow.tracking_uri: sqlite:///.*notes.txt is not an SQLite database", id="sqlite on a text file"),
     row("mlflow: {tracking_uri: 'http://127.0.0.1:9'}\n", r"^error: mlflow.tracking_uri: http://127.0.0.1:9 is unreachable", id="server that is down"),
-    row("task: inpainting\n" + INPAINTING_PROFILE, r"^error: .*data/shards: the shards hold 32 px, 1 channel, png, the data params say 32 px, 3 channels, png \(sharded under other params", id="stale shards of another task"),
-    row("data: {resolution: 64}\n", r"the shards hold 32 px, 1 channel, png, the data params say 64 px", id="stale shards of another resolution"),
+    row("task: inpainting\n" + INPAINTING_PROFILE, r"^error: .*data/shards: the shards hold 32 px, 1 channel images, the data params say 32 px, 3 channels \(sharded under other params", id="stale shards of another task"),
+    row("data: {resolution: 64}\n", r"the shards hold 32 px, 1 channel images, the data params say 64 px", id="stale shards of another resolution"),
     row("train: {num_workers: 64}\n", r"^error: train.num_workers: 64 workers x 1 CPU need 64 CPUs, this machine has", id="more workers than CPUs"),
     row("train: {batch_size: 4096}\n", r"^error: train.batch_size: 2 workers x 4096 = 8192 exceeds the \d+ train samples", id="batch above the data"),
 ]  # fmt: skip
