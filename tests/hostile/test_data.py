@@ -203,7 +203,8 @@ FEATURIZE_ROWS = [
 @pytest.mark.parametrize(("make", "kind", "code", "line"), FEATURIZE_ROWS)
 def test_featurize_stage(tmp_path, monkeypatch, make, kind, code, line):
     featurize = {"kind": kind, "classifier_epochs": 1, "batch_size": 8}
-    monkeypatch.chdir(project(tmp_path, featurize=featurize))
+    data = {"resolution": 16, "channels": 1}  # what the rows shard
+    monkeypatch.chdir(project(tmp_path, featurize=featurize, data=data))
     make(Path("data/shards"))
     outcome = stage("featurize")
     expect(outcome, code, line)
