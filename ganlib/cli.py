@@ -129,8 +129,8 @@ def _load_local(path: Path):
         )
     if get_task(meta["task"]) is not get_task("generation"):
         raise GanlibError(
-            f"--model: {path} is a {meta['task']} model; `ganlib sample` draws from generation "
-            "models (use `ganlib inpaint` or `ganlib translate`)"
+            f"--model: {path} is an export of task {meta['task']}; `ganlib sample` draws from "
+            "generation models (use `ganlib inpaint` or `ganlib translate`)"
         )
     return G, meta["model_config"]
 
@@ -183,6 +183,11 @@ def _inpaint(args: argparse.Namespace) -> None:
     image = _read(args.image, "--image")
     if args.mask == "random":
         import numpy as np
+
+        from ganlib.sampling import SEEDS
+
+        if not 0 <= args.seed < SEEDS:
+            raise GanlibError(f"--seed: --mask random takes seeds in [0, 2**63), got {args.seed}")
 
         from ganlib.data.images import encode_png, input_array
         from ganlib.tasks.inpainting import TASK, demo_mask
@@ -284,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # stderr carries errors, one line
     try:
         args.func(args)
     except GanlibError as exc:

@@ -390,7 +390,14 @@ def _load(model_uri: str, tracking_uri: str) -> mlflow.pyfunc.PyFuncModel:
             local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
         except MlflowException as exc:
             raise GanlibError(f"{model_uri}: {_one_line(exc.message)} ({tracking_uri})") from None
-        return mlflow.pyfunc.load_model(local)  # reads everything it needs into memory
+        try:
+            return mlflow.pyfunc.load_model(local)  # reads everything it needs into memory
+        except (MlflowException, OSError) as exc:  # the version's files are gone or cut short
+            why = _one_line(getattr(exc, "message", None) or str(exc))
+            raise GanlibError(
+                f"{model_uri}: its files in the artifact store are missing or incomplete "
+                f"({why}); register it again (dvc repro -f register)"
+            ) from None
 
 
 def _predict(model: mlflow.pyfunc.PyFuncModel, model_uri: str, frame: pd.DataFrame) -> np.ndarray:

@@ -1,6 +1,6 @@
 """``ganlib sample``: the same pixels from a registered model, an exported generator and a
 checkpoint; where the tracking URI comes from; one-line errors. (``ganlib shards info`` is
-tested in tests/test_repo.py.)"""
+tested in tests/test_repo.py; damaged exports in tests/hostile/test_exports.py.)"""
 
 from __future__ import annotations
 
@@ -94,49 +94,6 @@ def test_errors_are_one_line_and_exit_2(store, tmp_path, monkeypatch, capsys, ar
     monkeypatch.chdir(tmp_path)
     argv = ["sample", "--model", str(store.uncond), "--out", "x.npy", "--tracking-uri", store.uri]
     assert main(argv + args) == 2  # the later --model / --out win
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "x.npy").exists()
-
-
-def _truncate(d):
-    (d / "generator.pt").write_bytes((d / "generator.pt").read_bytes()[:100])
-
-
-def _config(d, change):
-    cfg = json.loads((d / "config.json").read_text())
-    (d / "config.json").write_text(json.dumps(change(cfg)))
-
-
-BROKEN_EXPORTS = {
-    "truncated weights": (_truncate, "generator.pt: not a readable state dict"),
-    "malformed config": (
-        lambda d: (d / "config.json").write_text("{oops"),
-        "config.json: not valid JSON",
-    ),
-    "no model_config": (
-        lambda d: _config(d, lambda c: {k: v for k, v in c.items() if k != "model_config"}),
-        "config.json: no model_config mapping",
-    ),
-    "unknown arch": (
-        lambda d: _config(d, lambda c: {**c, "model_config": {**c["model_config"], "arch": "x"}}),
-        "model_config does not build a generator (unknown arch 'x'",
-    ),
-    "other weights": (
-        lambda d: _config(d, lambda c: {**c, "model_config": {**c["model_config"], "width": 8}}),
-        "generator.pt: does not match",
-    ),
-}
-
-
-@pytest.mark.parametrize("broken", sorted(BROKEN_EXPORTS))
-def test_a_broken_export_is_one_line(tmp_path, capsys, broken):
-    """A damaged models/generator: the CLI (and everything that loads it) says which file."""
-    from tests.test_sampling import export_tiny
-
-    damage, message = BROKEN_EXPORTS[broken]
-    damage(export_tiny(tmp_path / "gen"))
-    assert main(["sample", "--model", str(tmp_path / "gen"), "--out", str(tmp_path / "x.npy")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.npy").exists()

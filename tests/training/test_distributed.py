@@ -142,8 +142,8 @@ def test_a_truncated_latest_checkpoint_resumes_from_the_one_before(
 ):
     """Ray hands the workers the newest checkpoint of its snapshot and refuses to start when
     one it names is gone. A cut-short newest one is moved aside and the one before is used; a
-    checkpoint deleted by hand is dropped from the snapshot; when none is readable the
-    worker's own error is the stage's line."""
+    checkpoint deleted by hand is dropped from the snapshot, an unrecorded one removed; with
+    none readable the run starts over."""
     fit(spec_for(digit_shards, steps=6), storage=tmp_path, name="cut")  # checkpoints at 3, 6
     run_dir = tmp_path / "cut"
     older, latest = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
@@ -155,18 +155,18 @@ def test_a_truncated_latest_checkpoint_resumes_from_the_one_before(
     snapshot = (run_dir / "checkpoint_manager_snapshot.json").read_text()
     assert latest.name not in snapshot
 
-    newest = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())  # steps 6 and 9
-    shutil.rmtree(newest[-1])  # by hand: Ray alone would refuse the run directory
-    state, _ = fit(spec_for(digit_shards, steps=10), storage=tmp_path, name="cut")
-    assert state["step"] == 10 and state["resumed_from"] == [3, 6]
-    assert "checkpoint gone; dropped" in capfd.readouterr().err
-
-    for p in run_dir.glob("checkpoint_*"):  # none readable: moved aside, the run starts over
-        if p.is_dir():
-            (p / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    # by hand: the newest deleted (Ray alone would refuse the run directory), the other one
+    # spoilt, and an orphan (a kill -9's unrecorded checkpoint): nothing left, start over
+    six, nine = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
+    shutil.rmtree(nine)
+    (six / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    shutil.copytree(six, run_dir / "checkpoint_orphan")
     state, _ = fit(spec_for(digit_shards, steps=3), storage=tmp_path, name="cut")
     assert state["step"] == 3 and state["resumed_from"] == []
-    assert "no checkpoint left; the run starts over" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "checkpoint gone; dropped" in err and f"moved to bad-{six.name}" in err
+    assert "checkpoint_orphan: not in Ray's record of the run" in err
+    assert "no checkpoint left; the run starts over" in err
 
 
 def test_a_workers_own_error_is_the_stages_line(ray_local, digit_shards, tmp_path):
