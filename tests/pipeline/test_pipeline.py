@@ -269,8 +269,11 @@ def test_train_without_shards_says_what_to_run(bare):
     assert "run `dvc repro shard` first" in result.stderr
 
 
-def test_exp_run_promotes_only_a_better_generator(project):
-    """Runs last: `dvc exp run` changes the project's outputs and registry."""
+def test_exp_run_registers_a_worse_generator_as_challenger(project):
+    """Runs last: `dvc exp run` changes the project's outputs and registry. A 2-step
+    generator is registered beside the champion and takes only `challenger` (that a better
+    one takes `champion`, under any interleaving, is tests/test_registry.py's on a real
+    registry; the task pipelines below register their first champion)."""
     assert sh(project, "git", "add", "-A").returncode == 0
     who = ("-c", "user.name=ganlib", "-c", "user.email=ganlib@example.com")
     commit = sh(project, "git", *who, "commit", "-qm", "base")
@@ -285,10 +288,5 @@ def test_exp_run_promotes_only_a_better_generator(project):
     assert (record["version"], record["alias"]) == (2, "challenger")
     assert int(client.get_model_version_by_alias("ganlib-digits", "champion").version) == 1
     assert json.loads((project / "train/summary.json").read_text())["mlflow_run_id"] != first
-
-    better = sh(project, str(BIN / "dvc"), "exp", "run", "-S", "train.steps=100")
-    assert better.returncode == 0, better.stdout[-3000:] + better.stderr[-3000:]
-    record = json.loads((project / "register/model.json").read_text())
-    assert (record["version"], record["alias"], record["previous_champion"]) == (3, "champion", 1)
-    assert int(client.get_model_version_by_alias("ganlib-digits", "champion").version) == 3
-    assert int(client.get_model_version_by_alias("ganlib-digits", "challenger").version) == 2
+    roles = [client.get_model_version("ganlib-digits", v).tags["role"] for v in ("1", "2")]
+    assert roles == ["champion", "challenger"]
