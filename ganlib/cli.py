@@ -1,6 +1,7 @@
 """The ``ganlib`` command.
 
-``ganlib shards info PATH`` prints what a shard directory (or its manifest) holds.
+``ganlib shards info PATH`` prints what a shard directory (or its manifest) holds;
+``ganlib shards verify PATH`` checks every stored image against the manifest's sha256.
 ``ganlib sample --model SRC -n 64 --out grid.png`` draws images by seed from a registered model
 (``models:/NAME@alias``, ``models:/NAME/VERSION``), an exported generator (``models/generator``)
 or a training checkpoint directory.
