@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +93,26 @@ def folder(*, image: bool = True):
 TOO_BIG = 10**9
 ABC = ["a", "b", "c"]
 UNNAMED = ["0", "1", "2"]
+
+
+def npz_member_without_suffix(tmp: Path) -> dict:
+    with zipfile.ZipFile(tmp / "raw.npz", "w") as zf:  # a member x, not x.npy
+        zf.writestr("x", b"\0" * 32)
+    return {"source": f"npz:{tmp / 'raw.npz'}"}
+
+
+def npz_declaring_huge_images(tmp: Path) -> dict:
+    """20000x20000 images declared in a few hundred bytes: refused from the header."""
+    with zipfile.ZipFile(tmp / "huge.npz", "w") as zf, zf.open("x.npy", "w") as fp:
+        header = {"descr": "|u1", "fortran_order": False, "shape": (1, 20000, 20000)}
+        np.lib.format.write_array_header_1_0(fp, header)
+    return {"source": f"npz:{tmp / 'huge.npz'}", "max_image_pixels": 1_000_000}
+
+
 # (input, exit code, the error line, or for a good row the class names in stats.json)
 SHARD_ROWS = [
+    row(npz_member_without_suffix, 2, r"its member x is not an .npy array", id="npz-member-x-without-npy"),
+    row(npz_declaring_huge_images, 2, r"x holds 20000x20000 images, over data.max_image_pixels \(1000000\)", id="npz-declaring-20000x20000"),
     row(npz(np.arange(12) % 3), 0, UNNAMED, id="npz-unnamed-labels"),
     row(npz([MAX_CLASSES - 1] * 12), 0, [str(i) for i in range(MAX_CLASSES)], id="npz-largest-label"),
     row(npz([MAX_CLASSES] * 12), 2, r"y\[0\]: label 100000 is not a class index 0 <= y < 100,000 \(ganlib.data.records.MAX_CLASSES\)", id="npz-label-at-the-cap"),
