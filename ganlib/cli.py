@@ -100,7 +100,7 @@ def _sample(args: argparse.Namespace) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, images)
     else:  # back to [-1, 1]: save_grid's to_uint8 maps these onto exactly the same bytes
-        save_grid(from_uint8(images), out, nrow=args.nrow)
+        save_grid(from_uint8(images), out, nrow=args.nrow, max_tile=None)  # every pixel
     n, h, w, c = images.shape
     print(f"{out}: {n} images {h}x{w}x{c} from {args.model}, seeds {seeds[0]}..{seeds[-1]}")
 

@@ -33,8 +33,19 @@ def save_png(array: np.ndarray, path: Path) -> Path:
     return path
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int = 8, scale: int = 1) -> Path:
-    """Save a grid of ``[N, C, H, W]`` images in [-1, 1]; ``scale`` enlarges small images."""
+MAX_TILE = 256  # a sheet's tiles are at most this many pixels a side (8x8 of 1024 px: 64 Mpx)
+
+
+def save_grid(
+    images: torch.Tensor, path: Path, nrow: int = 8, scale: int = 1, max_tile: int | None = MAX_TILE
+) -> Path:
+    """Save a grid of ``[N, C, H, W]`` images in [-1, 1]; ``scale`` enlarges small images,
+    and images larger than ``max_tile`` are shrunk to it (area averaging) for the sheet;
+    ``max_tile=None`` keeps every pixel."""
+    if max_tile is not None and max(images.shape[-2:]) > max_tile:
+        side = max(images.shape[-2:])
+        size = (images.shape[-2] * max_tile // side, images.shape[-1] * max_tile // side)
+        images = torch.nn.functional.interpolate(images.float(), size=size, mode="area")
     sheet = make_grid(images, nrow)
     if scale > 1:
         sheet = sheet.repeat(scale, axis=0).repeat(scale, axis=1)
