@@ -575,9 +575,8 @@ class Params:
         train = {k: v for k, v in to_dict(self.train).items() if k not in TrainConfig.NOT_IDENTITY}
         if not self.train.schedule.active:  # runs from before schedules keep their identity
             train.pop("schedule")
-        for key in ("r2",):  # likewise for keys added later at their off value
-            if not train[key]:
-                train.pop(key)
+        if not train["r2"]:  # likewise for a key added later, at its off value
+            train.pop("r2")
         if self.train.arch == "r3gan":  # the family's own options
             train["r3gan"] = to_dict(self.r3gan)
         section = getattr(self, self.task, None)
