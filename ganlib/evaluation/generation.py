@@ -26,7 +26,7 @@ from ganlib.errors import GanlibError
 from ganlib.evaluation.common import load_task_generator
 from ganlib.grid import save_grid
 from ganlib.metrics.extractors import check_compatible
-from ganlib.metrics.generation import class_coverage, fid_from_stats, generation_metrics, mean_cov
+from ganlib.metrics.generation import class_coverage, fid_to_features, generation_metrics
 from ganlib.metrics.protocol import protocol_card, protocol_hash
 from ganlib.metrics.reference import REFERENCE, Reference, compute_outputs, load_reference
 from ganlib.sampling import generate
@@ -125,7 +125,7 @@ def _metrics(
         seed=seed,
     )
     # FID against the statistics of every reference image, not only the kept features.
-    out |= fid_from_stats(ref.mu, ref.sigma, *mean_cov(feats))
+    out |= fid_to_features(ref.mu, ref.sigma, feats)
     if probs is not None:  # the mode-collapse flag at this project's threshold
         out |= class_coverage(probs, collapse_below=cfg.min_class_coverage)
     return {k: float(v) for k, v in out.items()}

@@ -41,7 +41,7 @@ from ganlib.evaluation.baselines import BASELINES, baseline_batch
 from ganlib.evaluation.common import load_task_generator
 from ganlib.grid import save_grid
 from ganlib.metrics.extractors import Extractor, check_compatible
-from ganlib.metrics.generation import fid_from_stats, mean_cov
+from ganlib.metrics.generation import fid_to_features, mean_cov
 from ganlib.metrics.inpainting import image_metrics, inpainting_table
 from ganlib.metrics.protocol import protocol_card, protocol_hash
 from ganlib.tasks.inpainting import TASK, inpaint
@@ -143,9 +143,9 @@ def evaluate_inpainter(
     for method in METHODS:
         per_bin = {label: np.concatenate(f) for label, f in feats[method].items()}
         for label, f in per_bin.items():
-            table[method][label]["fid"] = fid_from_stats(mu, sigma, *mean_cov(f))["fid"]
+            table[method][label]["fid"] = fid_to_features(mu, sigma, f)["fid"]
         every = np.concatenate(list(per_bin.values()))
-        table[method]["all"]["fid"] = fid_from_stats(mu, sigma, *mean_cov(every))["fid"]
+        table[method]["all"]["fid"] = fid_to_features(mu, sigma, every)["fid"]
     for method in METHODS:  # each mask was drawn in its bin's range: it is scored in that bin
         assert all(table[method][label]["n"] == n for label in EVAL_AREAS), table[method]
 

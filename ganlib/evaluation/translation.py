@@ -46,7 +46,7 @@ from ganlib.evaluation.generation import MIN_EVAL_IMAGES, _scale
 from ganlib.grid import save_grid
 from ganlib.metrics.extractors import Extractor, check_compatible
 from ganlib.metrics.fidelity import image_scores, l1
-from ganlib.metrics.generation import fid_from_stats, mean_cov
+from ganlib.metrics.generation import fid_to_features, mean_cov
 from ganlib.metrics.protocol import protocol_card, protocol_hash
 from ganlib.metrics.reference import REFERENCE, load_reference
 from ganlib.tasks.translation import TASK, translate, translators
@@ -102,7 +102,7 @@ def evaluate_translator(
     feats = {name: np.concatenate(f) for name, f in seen.features.items()}  # name -> [N, D]
 
     def fid(stats: tuple[np.ndarray, np.ndarray], name: str) -> float:
-        return fid_from_stats(*stats, *mean_cov(feats[name]))["fid"]
+        return fid_to_features(*stats, feats[name])["fid"]
 
     b_stats = ref.mu, ref.sigma  # the train split's B images
     ganlib, identity = {"AtoB/fid": fid(b_stats, "fake_b")}, {"AtoB/fid": fid(b_stats, "a")}

@@ -3,8 +3,8 @@
 Every function takes features (``[N, D]`` arrays from :mod:`ganlib.metrics.reference`) or class
 probabilities (``[N, K]``) and returns a small ``dict[str, float]``:
 
-- :func:`fid` / :func:`fid_from_stats` -- Fréchet distance of Gaussians fitted to the features
-  (Heusel et al. 2017), as pytorch-fid computes it;
+- :func:`fid` / :func:`fid_from_stats` / :func:`fid_to_features` -- Fréchet distance of
+  Gaussians fitted to the features (Heusel et al. 2017), as pytorch-fid computes it;
 - :func:`kid` -- kernel distance: unbiased MMD² with the cubic polynomial kernel, averaged over
   random subsets (Bińkowski et al. 2018), as torchmetrics computes it;
 - :func:`precision_recall` -- k-NN manifold precision and recall (Kynkäänniemi et al. 2019);
@@ -69,9 +69,35 @@ def fid_from_stats(
     return {"fid": float(value)}
 
 
+def fid_to_features(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray) -> dict[str, float]:
+    """:func:`fid_from_stats` of ``(mu, sigma)`` and the Gaussian fitted to ``features``.
+
+    With fewer samples than dimensions (an evaluation bin of 60 images in Inception's 2048
+    dimensions) the fitted covariance is ``B.T @ B`` of rank below ``N``, with ``B`` the centred
+    features over ``sqrt(N - 1)``, and ``Tr((S1 S2)^½)`` is exactly the sum of the square roots
+    of the eigenvalues of the ``N x N`` matrix ``B S1 B.T`` (the same non-zero spectrum): one
+    symmetric eigen-decomposition of ``N x N`` instead of ``sqrtm`` of ``D x D`` (0.75 s at
+    D = 2048 on 2 cores). Otherwise :func:`fid_from_stats`, as pytorch-fid.
+    """
+    x = np.asarray(features, dtype=np.float64)  # [N, D]
+    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"features must be [N >= 2, D], got {list(x.shape)}")
+    n, d = x.shape
+    if n > d:
+        return fid_from_stats(mu, sigma, *mean_cov(x))
+    if mu.shape != (d,) or sigma.shape != (d, d):
+        raise ValueError(f"shapes differ: mu {mu.shape}, sigma {sigma.shape}, features {x.shape}")
+    b = (x - x.mean(axis=0)) / np.sqrt(n - 1)  # [N, D]
+    eig = np.linalg.eigvalsh(b @ sigma @ b.T)  # [N], the spectrum of S1 S2 without its zeros
+    diff = mu - x.mean(axis=0)
+    value = diff @ diff + np.trace(sigma) + np.sum(b * b) - 2 * np.sqrt(eig.clip(min=0)).sum()
+    return {"fid": float(value)}
+
+
 def fid(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
     """``{"fid"}`` between real ``[N, D]`` and fake ``[M, D]`` features."""
-    return fid_from_stats(*mean_cov(real), *mean_cov(fake))
+    return fid_to_features(*mean_cov(real), fake)
 
 
 def kid(

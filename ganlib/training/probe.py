@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ganlib.artifacts import load_extractor
 from ganlib.data.loader import BATCH_NAMES, iter_split
 from ganlib.data.pixels import quantize
-from ganlib.metrics.generation import fid_from_stats, mean_cov
+from ganlib.metrics.generation import fid_to_features
 from ganlib.metrics.reference import REFERENCE, load_reference
 
 # Images per forward pass: bounds the memory of one probe.
@@ -48,7 +48,7 @@ class ReferenceFid:
         images are), on the batches' device."""
         self.extractor.to(batches[0].device)
         feats = [self.extractor.features(quantize(x)).cpu() for x in batches]
-        return fid_from_stats(self.mu, self.sigma, *mean_cov(torch.cat(feats).numpy()))["fid"]
+        return fid_to_features(self.mu, self.sigma, torch.cat(feats).numpy())["fid"]
 
 
 def probe_images(shards: str | Path, field: str, n: int) -> tuple[Tensor, list[str]]:

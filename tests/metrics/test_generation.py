@@ -13,8 +13,10 @@ from ganlib.metrics.generation import (
     density_coverage,
     fid,
     fid_from_stats,
+    fid_to_features,
     generation_metrics,
     kid,
+    mean_cov,
     precision_recall,
 )
 
@@ -65,6 +67,21 @@ def test_fid_with_full_covariances_matches_an_eigenvalue_computation():
     tr_sqrt = np.sqrt(linalg.eigvals(sigma1 @ sigma2).real).sum()
     expected = (mu1 - mu2) @ (mu1 - mu2) + np.trace(sigma1 + sigma2) - 2 * tr_sqrt
     assert fid_from_stats(mu1, sigma1, mu2, sigma2)["fid"] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [5, 40, 64, 65, 200])
+def test_fid_to_few_features_equals_the_sqrtm_route(n):
+    """Fewer samples than dimensions take the N x N eigenvalue route, more take sqrtm; both
+    equal pytorch-fid's sqrtm of S1 S2 (which stays well-conditioned at 64 dimensions)."""
+    rng = np.random.default_rng(n)
+    ref = rng.standard_normal((500, 64)) @ rng.standard_normal((64, 64)) * 0.3
+    mu, sigma = mean_cov(ref)
+    fake = rng.standard_normal((n, 64)) * 1.3 + 0.5
+    mu2, sigma2 = mean_cov(fake)
+    expected = (mu - mu2) @ (mu - mu2) + np.trace(sigma + sigma2)
+    expected -= 2 * np.trace(linalg.sqrtm(sigma @ sigma2).real)
+    assert fid_to_features(mu, sigma, fake)["fid"] == pytest.approx(expected, rel=1e-6)
+    assert abs(fid_to_features(mu2, sigma2, fake)["fid"]) < 1e-6 * np.trace(sigma2)  # itself
 
 
 def test_fid_survives_singular_covariances():
