@@ -29,6 +29,7 @@ from ganlib.errors import GanlibError
 from ganlib.metrics.extractors import check_compatible
 from ganlib.tasks import get_task
 from ganlib.training.loop import RunSpec, train
+from ganlib.training.run import start_ray
 from ganlib.training.session import pick_device
 
 DIVERGED_FID = 1e6  # what a trial whose loss went NaN reports, so that ASHA drops it
@@ -140,7 +141,7 @@ def sweep(params: Params, project: Path, *, shards: Path, featurize: Path) -> di
     storage = (project / "runs").resolve()
     shutil.rmtree(storage / "tune", ignore_errors=True)  # a sweep always starts afresh
     if not ray.is_initialized():
-        ray.init(logging_level="WARNING")
+        start_ray()
     trainable = tune.with_resources(
         tune.with_parameters(
             _trial, params=params, shards=str(shards.resolve()), probe_dir=str(featurize.resolve())

@@ -136,7 +136,7 @@ def train_run(
     t0 = time.perf_counter()
     try:  # from here on, the MLflow run ends FAILED or KILLED if the stage does not finish
         if not ray.is_initialized():
-            start_local_ray()
+            start_ray()
         state, last = fit(spec, storage=storage, name=name)
     except (Interrupted, KeyboardInterrupt):
         mlflow.set_terminated(run_id, status="KILLED")
@@ -155,8 +155,9 @@ def train_run(
     return TrainResult(state=state, summary=summary)
 
 
-def start_local_ray() -> None:
-    """``ray.init`` of a one-machine cluster for this process."""
+def start_ray() -> None:
+    """``ray.init``: the cluster of ``RAY_ADDRESS`` when set, else a one-machine cluster for
+    this process."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network here, no prompt
@@ -166,7 +167,10 @@ def start_local_ray() -> None:
     # Read by the local cluster ray.init starts here (a joined cluster keeps its own).
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
     # The dashboard is needed: Ray Train's placement-group cleaner asks its state API.
-    ray.init(logging_level="WARNING")
+    # Not a bare ray.init(): that joins the latest `ray start` cluster of this machine, which
+    # preflight did not check; joining one is RAY_ADDRESS's job (ray job submit sets it).
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=address, logging_level="WARNING")
 
 
 def summarize(state: dict[str, Any], wall_s: float, run_id: str, info: dict) -> dict[str, Any]:
