@@ -4,11 +4,15 @@ and the CUDA checks (no pytest here: ``tests/cuda/check.py`` runs without it).""
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from ganlib.config import InpaintingConfig, R3ganConfig, TrainConfig, TranslationConfig
+from ganlib.config import DataConfig, InpaintingConfig, R3ganConfig, TrainConfig, TranslationConfig
+from ganlib.data.shards import write_shards
+from ganlib.data.sources import open_source
 from ganlib.training.loop import plain_step
 from ganlib.training.step import TaskStep
 
@@ -56,3 +60,18 @@ def run_steps(step: TaskStep, n: int, seed: int = 0) -> list[dict[str, float]]:
     """``n`` steps from the global seed ``seed`` (z, augmentation, masks' RNG): their stats."""
     torch.manual_seed(seed)
     return [{k: float(v) for k, v in step.step(i + 1, True).items()} for i in range(n)]
+
+
+def make_digit_shards(out: Path, n: int = 256, shard_size: int = 64) -> Path:
+    """The first ``n`` scikit-learn digits at 32x32, 1 channel, as shards under ``out``."""
+    source = open_source(DataConfig(source="builtin:digits", resolution=32, channels=1))
+    write_shards(
+        itertools.islice(source, n),
+        out,
+        shard_size=shard_size,
+        val_fraction=0.1,
+        classes=source.classes,
+        total=n,
+        progress=False,
+    )
+    return out
