@@ -59,12 +59,16 @@ CHECKPOINT_FIELDS = {
     "images_seen": "real images consumed, all ranks",
     "wall_s": "training wall time so far",
 }
+# Fields written since, read with .get(): older checkpoints without them still resume.
+CHECKPOINT_OPTIONAL = {
+    "runtime": "what ran: device, backend, precision, compile (ganlib.training.fastpath)",
+}
 
 
 def checkpoint_state(**fields: Any) -> dict[str, Any]:
     """A checkpoint's state from its fields; raises ValueError for a missing or unknown one."""
     missing = sorted(set(CHECKPOINT_FIELDS) - set(fields))
-    unknown = sorted(set(fields) - set(CHECKPOINT_FIELDS))
+    unknown = sorted(set(fields) - set(CHECKPOINT_FIELDS) - set(CHECKPOINT_OPTIONAL))
     if missing or unknown:
         raise ValueError(f"checkpoint fields: missing {missing}, unknown {unknown}")
     return dict(fields)

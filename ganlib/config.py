@@ -123,8 +123,11 @@ class TrainConfig:
     # (raising ``steps`` trains an existing run further) instead of starting a new one.
     NOT_IDENTITY: typing.ClassVar[tuple[str, ...]] = (
         "steps", "ckpt_every", "log_every", "sample_every", "max_failures", "loader_workers",
-        "cpus_per_worker",
+        "cpus_per_worker", "fallback",
     )  # fmt: skip
+    # Keys added after runs existed: left out of a run's identity at their off value, so those
+    # runs keep their identity (and their checkpoints).
+    ADDED_LATER: typing.ClassVar[tuple[str, ...]] = ("r2", "compile", "tf32", "deterministic")
 
     # model
     # generation's family; the image-to-image tasks' models follow the task: a U-Net for
@@ -155,8 +158,14 @@ class TrainConfig:
     cpus_per_worker: int = 1
     loader_workers: int = 0  # data loader processes per rank; 0 loads in the training process
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast, CUDA only
-    channels_last: bool = False  # CUDA memory format option
+    # the fast path (ganlib.training.fastpath): what is asked for; what ran is in summary.json
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast with fp32 weights, no scaler
+    channels_last: bool = False  # NHWC memory format for models and image batches
+    compile: bool = False  # torch.compile G and the D forwards without a double backward
+    tf32: bool = False  # CUDA: TF32 matmuls and convolutions (off: anchors are measured without)
+    deterministic: bool = False  # CUDA: deterministic algorithms (bit-exact resume), no autotuning
+    # bf16 or compile unavailable here: warn (one line, then fp32 / eager) or error (stop)
+    fallback: Literal["warn", "error"] = "warn"
     ckpt_every: int = 250  # steps between checkpoints (and Ray Train reports)
     log_every: int = 25  # steps between history rows / MLflow metrics
     sample_every: int = 250  # steps between sample grids logged to MLflow
@@ -575,8 +584,9 @@ class Params:
         train = {k: v for k, v in to_dict(self.train).items() if k not in TrainConfig.NOT_IDENTITY}
         if not self.train.schedule.active:  # runs from before schedules keep their identity
             train.pop("schedule")
-        if not train["r2"]:  # likewise for a key added later, at its off value
-            train.pop("r2")
+        for key in TrainConfig.ADDED_LATER:  # likewise for keys added later, at their off value
+            if not train[key]:
+                train.pop(key)
         if self.train.arch == "r3gan":  # the family's own options
             train["r3gan"] = to_dict(self.r3gan)
         section = getattr(self, self.task, None)

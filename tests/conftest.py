@@ -13,26 +13,12 @@ import pytest
 from ganlib.config import DataConfig
 from ganlib.data.shards import write_shards
 from ganlib.data.sources import open_source
+from tests.cases import make_digit_shards  # noqa: F401  (a fixture's helper; benchmarks use it)
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_OUTPUTS = ("data", "featurize", "tune", "train", "eval", "register", "models")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-
-
-def make_digit_shards(out: Path, n: int = 256, shard_size: int = 64) -> Path:
-    """The first ``n`` scikit-learn digits at 32x32, 1 channel, as shards under ``out``."""
-    source = open_source(DataConfig(source="builtin:digits", resolution=32, channels=1))
-    write_shards(
-        itertools.islice(source, n),
-        out,
-        shard_size=shard_size,
-        val_fraction=0.1,
-        classes=source.classes,
-        total=n,
-        progress=False,
-    )
-    return out
 
 
 def make_photo_shards(out: Path, source: str, n: int = 96, resolution: int = 32) -> Path:
@@ -50,6 +36,18 @@ def make_photo_shards(out: Path, source: str, n: int = 96, resolution: int = 32)
         progress=False,
     )
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.cuda`` tests (tests/cuda) need a CUDA device; elsewhere they skip."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (benchmarks/device_check.sh runs them)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

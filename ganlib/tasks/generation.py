@@ -51,9 +51,7 @@ class GenerationStep(TaskStep):
     def _batch(self) -> tuple[Tensor, Tensor | None]:
         ctx = self.ctx
         batch = ctx.next_batch()
-        real = batch["image"].to(ctx.device, non_blocking=True)  # [B, C, H, W] in [-1, 1]
-        if ctx.cfg.channels_last and ctx.device.type == "cuda":
-            real = real.contiguous(memory_format=torch.channels_last)
+        real = ctx.to_device(batch["image"])  # [B, C, H, W] in [-1, 1]
         y = batch["label"].to(ctx.device) if self.conditional else None  # [B]
         return real, y
 
@@ -62,6 +60,8 @@ class GenerationStep(TaskStep):
             return self._relativistic_step(step, want_log)
         ctx, cfg, loss_fns, augment = self.ctx, self.ctx.cfg, self.loss, self.augment
         G, G_ddp, D, D_ddp = ctx.G, ctx.G_ddp, ctx.D["D"], ctx.D_ddp["D"]
+        # compiled (train.compile) where no double backward follows; penalties use D_ddp
+        G_c, G_ddp_c, D_c, D_ddp_c = map(ctx.compiled, (G, G_ddp, D, D_ddp))
         B, device = cfg.batch_size, ctx.device
         gamma = ctx.knobs["gamma"]
         r1_due = gamma > 0 and step % cfg.r1_every == 0
@@ -73,15 +73,16 @@ class GenerationStep(TaskStep):
             real, y = self._batch()
             z = torch.randn(B, cfg.z_dim, device=device)
             with torch.no_grad(), ctx.autocast:
-                fake = G(z, y).to(real.dtype)  # [B, C, H, W]; unwrapped G: no grads, no DDP
+                fake = G_c(z, y).to(real.dtype)  # [B, C, H, W]; unwrapped G: no grads, no DDP
             ctx.opt_D.zero_grad(set_to_none=True)
             with ctx.autocast:
-                real_logits = D_ddp(augment(real), y).float()  # [B]
+                real_logits = D_ddp_c(augment(real), y).float()  # [B]
             loss_D = self._d_backward(loss_fns.d_real(real_logits))
             with ctx.autocast:
-                fake_logits = D_ddp(augment(fake), y).float()  # [B]
+                fake_logits = D_ddp_c(augment(fake), y).float()  # [B]
             loss_D = loss_D + self._d_backward(loss_fns.d_fake(fake_logits))
-            # -- D regularisers, each with its own forward and backward. "0 * logits" puts
+            # -- D regularisers, each with its own forward and backward, eager and in fp32 (a
+            # double backward: no torch.compile, no autocast). "0 * logits" puts
             # every D parameter in the graph: DDP fails when a backward leaves some without a
             # gradient (the last bias does not touch the input gradient) - as in StyleGAN2-ADA.
             if cfg.gp_weight > 0:  # WGAN-GP on interpolates of real and fake
@@ -106,8 +107,8 @@ class GenerationStep(TaskStep):
         self._freeze_d()
         z = torch.randn(B, cfg.z_dim, device=device)
         with ctx.autocast:
-            fake = G_ddp(z, y)
-            fake_logits_G = D(augment(fake), y).float()
+            fake = G_ddp_c(z, y)
+            fake_logits_G = D_c(augment(fake), y).float()
         loss_G = loss_fns.g_loss(fake_logits_G)
         ctx.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
@@ -131,9 +132,13 @@ class GenerationStep(TaskStep):
         with a fresh real batch."""
         ctx, cfg, augment = self.ctx, self.ctx.cfg, self.augment
         G, G_ddp, D, D_ddp = ctx.G, ctx.G_ddp, ctx.D["D"], ctx.D_ddp["D"]
+        G_c, G_ddp_c, D_c = map(ctx.compiled, (G, G_ddp, D))
         B, device = cfg.batch_size, ctx.device
         gamma = ctx.knobs["gamma"]
         penalised = gamma > 0 and step % cfg.r1_every == 0
+        # R1 and R2 come from this forward's input gradient (a double backward): eager then.
+        # Under bf16 the forward is autocast, as R3GAN's; the penalties are taken in fp32.
+        D_fwd = D_ddp if penalised else ctx.compiled(D_ddp)
 
         self._train_d()
         r1 = r2 = torch.zeros((), device=device)
@@ -141,12 +146,12 @@ class GenerationStep(TaskStep):
             real, y = self._batch()
             z = torch.randn(B, cfg.z_dim, device=device)
             with torch.no_grad(), ctx.autocast:
-                fake = G(z, y).to(real.dtype)  # [B, C, H, W]
+                fake = G_c(z, y).to(real.dtype)  # [B, C, H, W]
             x = torch.cat([real, fake]).detach().requires_grad_(penalised)  # [2B, C, H, W]
             ctx.opt_D.zero_grad(set_to_none=True)
             with ctx.autocast:
                 y2 = None if y is None else torch.cat([y, y])  # [2B]
-                logits = D_ddp(augment(x), y2).float()  # [2B]
+                logits = D_fwd(augment(x), y2).float()  # [2B]
             real_logits, fake_logits = logits[:B], logits[B:]
             loss_D = losses.rpgan_d(real_logits, fake_logits)
             total = loss_D
@@ -161,10 +166,10 @@ class GenerationStep(TaskStep):
         real, y = self._batch()  # fresh reals to pair with the new fakes
         z = torch.randn(B, cfg.z_dim, device=device)
         with ctx.autocast:
-            fake = G_ddp(z, y)
+            fake = G_ddp_c(z, y)
             with torch.no_grad():
-                real_logits_G = D(augment(real), y).float()  # [B]
-            fake_logits_G = D(augment(fake), y).float()  # [B]
+                real_logits_G = D_c(augment(real), y).float()  # [B]
+            fake_logits_G = D_c(augment(fake), y).float()  # [B]
         loss_G = losses.rpgan_g(fake_logits_G, real_logits_G)
         ctx.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()

@@ -249,10 +249,10 @@ class InpaintingStep(TaskStep):
 
     def step(self, step: int, want_log: bool) -> dict[str, Tensor]:
         ctx = self.ctx
-        real = ctx.next_batch()["image"].to(ctx.device, non_blocking=True)  # [B, C, H, W]
+        real = ctx.to_device(ctx.next_batch()["image"])  # [B, C, H, W]
         mask = self.masks(step, tuple(real.shape[-2:]))  # [B, 1, H, W]
         with ctx.autocast:
-            out, fake = generate(ctx.G_ddp, real, mask)  # through DDP: G's one forward
+            out, fake = generate(ctx.compiled(ctx.G_ddp), real, mask)  # through DDP: one forward
         d_stats = self._d_phase(
             lambda D: self.losses.d_real(D, real, mask),
             lambda D: self.losses.d_fake(D, fake.float(), mask),
@@ -261,7 +261,9 @@ class InpaintingStep(TaskStep):
 
         self._freeze_d()
         with ctx.autocast:
-            loss_G, stats = self.losses.g(ctx.D["D"], real, mask, out.float(), fake.float())
+            loss_G, stats = self.losses.g(
+                ctx.compiled(ctx.D["D"]), real, mask, out.float(), fake.float()
+            )
         ctx.opt_G.zero_grad(set_to_none=True)
         loss_G.float().backward()
         grad_norm_G = grad_norm(ctx.G) if want_log else None

@@ -264,10 +264,10 @@ class Pix2PixStep(TaskStep):
     def step(self, step: int, want_log: bool) -> dict[str, Tensor]:
         ctx = self.ctx
         batch = ctx.next_batch()
-        a = batch["a"].to(ctx.device, non_blocking=True)  # [B, C, H, W]
-        b = batch["b"].to(ctx.device, non_blocking=True)
+        a = ctx.to_device(batch["a"])  # [B, C, H, W]
+        b = ctx.to_device(batch["b"])
         with ctx.autocast:
-            fake_b = ctx.G_ddp(a).float()
+            fake_b = ctx.compiled(ctx.G_ddp)(a).float()
         d_stats = self._d_phase(
             lambda D: self.losses.d_real(D, a, b),
             lambda D: self.losses.d_fake(D, a, fake_b),
@@ -276,7 +276,7 @@ class Pix2PixStep(TaskStep):
 
         self._freeze_d()
         with ctx.autocast:
-            loss_G, stats = self.losses.g(ctx.D["D"], a, b, fake_b)
+            loss_G, stats = self.losses.g(ctx.compiled(ctx.D["D"]), a, b, fake_b)
         ctx.opt_G.zero_grad(set_to_none=True)
         loss_G.float().backward()
         grad_norm_G = grad_norm(ctx.G) if want_log else None
@@ -316,30 +316,32 @@ class CycleGANStep(TaskStep):
     def step(self, step: int, want_log: bool) -> dict[str, Tensor]:
         ctx = self.ctx
         batch = ctx.next_batch()
-        a = batch["a"].to(ctx.device, non_blocking=True)  # [B, C, H, W]
-        b = batch["b"].to(ctx.device, non_blocking=True)
+        a = ctx.to_device(batch["a"])  # [B, C, H, W]
+        b = ctx.to_device(batch["b"])
         with ctx.autocast:
-            out = ctx.G_ddp(a, b, identity=self.losses.identity)
+            out = ctx.compiled(ctx.G_ddp)(a, b, identity=self.losses.identity)
         out = type(out)(*(None if t is None else t.float() for t in out))
         self._train_d()
         ctx.opt_D.zero_grad(set_to_none=True)
         loss_D = torch.zeros((), device=ctx.device)
         logits = {}
+        D_ddp = {name: ctx.compiled(m) for name, m in ctx.D_ddp.items()}
         for name, real, fake in (("D_A", a, out.fake_a), ("D_B", b, out.fake_b)):
             pooled = self.pools[name[-1]].query(fake)
             with ctx.autocast:
-                loss_real, logits[f"{name}_real"] = self.losses.d_real(ctx.D_ddp[name], real)
+                loss_real, logits[f"{name}_real"] = self.losses.d_real(D_ddp[name], real)
             # The reference halves each D's loss: D learns slower than G.
             loss_D = loss_D + self._d_backward(0.5 * loss_real.float())
             with ctx.autocast:
-                loss_fake, logits[f"{name}_fake"] = self.losses.d_fake(ctx.D_ddp[name], pooled)
+                loss_fake, logits[f"{name}_fake"] = self.losses.d_fake(D_ddp[name], pooled)
             loss_D = loss_D + self._d_backward(0.5 * loss_fake.float())
         grad_norm_D = grad_norm_all(ctx.D.values()) if want_log else None
         ctx.opt_D.step()
 
         self._freeze_d()
         with ctx.autocast:
-            loss_G, stats = self.losses.g(ctx.D["D_A"], ctx.D["D_B"], a, b, out)
+            D_A, D_B = ctx.compiled(ctx.D["D_A"]), ctx.compiled(ctx.D["D_B"])
+            loss_G, stats = self.losses.g(D_A, D_B, a, b, out)
         ctx.opt_G.zero_grad(set_to_none=True)
         loss_G.float().backward()
         grad_norm_G = grad_norm(ctx.G) if want_log else None

@@ -16,7 +16,6 @@ the G phase D is used unwrapped with frozen parameters: only G's gradients are w
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -35,6 +34,7 @@ from ganlib.data.shards import dataset_info
 from ganlib.models.ema import ema_beta, ema_copy, ema_update
 from ganlib.tasks import get_task
 from ganlib.tasks.base import Task
+from ganlib.training import fastpath
 from ganlib.training.schedule import values_at
 from ganlib.training.session import Session, all_gather_object, all_reduce_mean
 from ganlib.training.step import StepContext, TaskStep
@@ -99,18 +99,13 @@ def joint(Ds: dict[str, nn.Module]) -> nn.Module:
 
 
 def optimizers(cfg: TrainConfig, G: nn.Module, D: nn.Module) -> tuple[torch.optim.Adam, ...]:
+    """Adam for G and for D; fused into one kernel per step when the weights are on CUDA."""
     betas = (cfg.beta1, cfg.beta2)
+    fused = {"fused": True} if next(G.parameters()).is_cuda else {}
     return (
-        torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=betas),
-        torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas),
+        torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=betas, **fused),
+        torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas, **fused),
     )
-
-
-def autocast_for(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when asked for; the CPU path stays fp32."""
-    if cfg.precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def plain_step(
@@ -121,21 +116,25 @@ def plain_step(
     next_batch: Callable[[], dict[str, Any]],
     *,
     seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> TaskStep:
     """A task's training step over fresh models and optimisers in this process (one rank, no
-    DDP, on the CPU): the object the loop runs, for benchmarks to time.
+    DDP) on ``device``, with ``cfg``'s fast path: the object the loop runs, for benchmarks to
+    time and the CUDA checks to run.
 
     ``info`` needs ``resolution``, ``channels`` and ``classes`` (as ``dataset_info`` gives
-    them); ``next_batch()`` returns a loader batch.
+    them); ``next_batch()`` returns a loader batch (on the CPU).
     """
     task = get_task(task_name)
+    device = torch.device(device)
+    fast = fastpath.resolve(cfg, device)
     _, G, Ds = build_models(task, cfg, task_cfg, info, seed)
+    for m in (G, *Ds.values()):
+        fast.prepare_model(m).to(device)
     opt_G, opt_D = optimizers(cfg, G, joint(Ds))
-    device = torch.device("cpu")
     ctx = StepContext(
         cfg=cfg, task_cfg=task_cfg, seed=seed, rank=0, world=1, device=device,
-        next_batch=next_batch, G=G, G_ddp=G, D=Ds, D_ddp=Ds, opt_G=opt_G, opt_D=opt_D,
-        autocast=autocast_for(cfg, device),
+        next_batch=next_batch, G=G, G_ddp=G, D=Ds, D_ddp=Ds, opt_G=opt_G, opt_D=opt_D, fast=fast,
     )  # fmt: skip
     return task.make_step(ctx)
 
@@ -173,12 +172,13 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         counters = {k: state[k] for k in counters}
         history = list(state["history"])
         resumed_from = [*state["resumed_from"], counters["step"]]
+    # -- the fast path: memory format before DDP wraps the models (it keeps their strides) --
+    fast = fastpath.resolve(cfg, device)
+    for m in (G, D, G_ema):
+        fast.prepare_model(m)
     G_ema.to(device)
     G_ddp = session.prepare(G, sync_buffers=True)
     D_ddp = {name: session.prepare(m, sync_buffers=False) for name, m in Ds.items()}
-    if cfg.channels_last and device.type == "cuda":
-        for m in (G, D, G_ema):
-            m.to(memory_format=torch.channels_last)
     opt_G, opt_D = optimizers(cfg, G, D)
 
     def loader(batch_size: int, rank: int, world: int, workers: int) -> ShardLoader:
@@ -202,7 +202,7 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     ctx = StepContext(
         cfg=cfg, task_cfg=spec.task_cfg, seed=spec.seed, rank=rank, world=world, device=device,
         next_batch=cursor.next, G=G, G_ddp=G_ddp, D=Ds, D_ddp=D_ddp, opt_G=opt_G, opt_D=opt_D,
-        autocast=autocast_for(cfg, device),
+        fast=fast,
     )  # fmt: skip
     step_fn = task.make_step(ctx)
     if state is not None:
@@ -248,6 +248,7 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
             history=history,
             resumed_from=resumed_from,
             grid_inputs=grid,
+            runtime=fast.record(),  # what ran: device, backend, precision, compile, ...
             **counters,  # step, epoch and batch (the data cursor), images seen, wall time
         )
 
@@ -382,7 +383,9 @@ def _finite_weights(*models: nn.Module) -> torch.Tensor:
 
 
 def _cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in sd.items()}
+    """A CPU copy in the default memory format (channels_last weights are stored as NCHW)."""
+    fmt = torch.contiguous_format
+    return {k: v.detach().to("cpu", memory_format=fmt, copy=True) for k, v in sd.items()}
 
 
 def _maybe_fail(spec: RunSpec, step: int, rank: int, world: int) -> None:

@@ -151,6 +151,9 @@ def train_run(
         summary[f"{metric}_probe"] = round(float(last[metric]), 4)
     numbers = {f"summary/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
     tracking.log_metrics(mlflow, run_id, numbers, state["step"])
+    for key, value in summary["runtime"].items():  # what ran, as tags (a resume may differ)
+        text = value if isinstance(value, str) else json.dumps(value)
+        mlflow.set_tag(run_id, f"ganlib.runtime.{key}", text)
     mlflow.set_terminated(run_id)
     return TrainResult(state=state, summary=summary)
 
@@ -190,6 +193,9 @@ def summarize(state: dict[str, Any], wall_s: float, run_id: str, info: dict) -> 
         "train_samples": info["train_samples"],
         "mlflow_run_id": run_id,
         "identity": state["identity"],
+        # device, DDP backend, precision, channels_last, compile, ... as they ran, with any
+        # fallback lines (ganlib.training.fastpath); older checkpoints did not record it
+        "runtime": state.get("runtime", {}),
     }
 
 

@@ -7,7 +7,9 @@ Train and Ray Tune sessions live in :mod:`ganlib.training.distributed`.
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,3 +96,54 @@ class LocalSession:
         save_checkpoint(state, self.storage / f"checkpoint_{state['step']:09d}")
         for old in self._checkpoints()[: -self.keep]:
             shutil.rmtree(old)
+
+
+class ProcessGroupSession(LocalSession):
+    """A plain process (no Ray) that is one rank of ``torch.distributed``: NCCL on CUDA, gloo
+    on the CPU; G and D in DDP. The ranks come from torchrun's environment (``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` / ``MASTER_PORT``); without it, one rank
+    on a free local port, which still runs every DDP wrapper and collective. Checkpoints as
+    :class:`LocalSession`'s (rank 0 writes them; every rank reads the newest at start, so the
+    storage must be shared). Call :meth:`close` at the end."""
+
+    def __init__(self, storage: Path, device: str = "auto", keep: int = 2):
+        super().__init__(storage, device, keep)
+        env = os.environ
+        self.rank, self.world_size = int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1))
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", int(env.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+        if not dist.is_initialized():
+            if "MASTER_ADDR" in env:
+                init = "env://"
+            else:  # a single rank of its own
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    init = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+            dist.init_process_group(
+                "nccl" if self.device.type == "cuda" else "gloo",
+                init_method=init, rank=self.rank, world_size=self.world_size,
+            )  # fmt: skip
+
+    def prepare(self, module: torch.nn.Module, *, sync_buffers: bool) -> torch.nn.Module:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        module = module.to(self.device)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # what Ray's prepare_model passes; older torch has only broadcast_buffers
+        sync = "forward_sync_buffers"
+        if sync not in _ddp_args():
+            sync = "broadcast_buffers"
+        return DDP(module, device_ids=ids, **{sync: sync_buffers})
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _ddp_args() -> set[str]:
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return set(inspect.signature(DDP.__init__).parameters)

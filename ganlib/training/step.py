@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ganlib import losses
 from ganlib.config import TrainConfig
+from ganlib.training.fastpath import FastPath
 
 
 @dataclass
@@ -42,13 +43,27 @@ class StepContext:
     D_ddp: dict[str, nn.Module]
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
-    autocast: contextlib.AbstractContextManager
+    fast: FastPath  # precision, memory format, compilation (ganlib.training.fastpath)
     # values a schedule moves with the images seen (the loop sets them before each step):
     # gamma (R1/R2 weight) and augment_p; train:'s constants when nothing is scheduled
     knobs: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.knobs = {"gamma": self.cfg.r1_gamma, "augment_p": 1.0} | self.knobs
+
+    @property
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """A fresh context for the step's forwards: bf16 autocast, or nothing (fp32)."""
+        return self.fast.autocast()
+
+    def compiled(self, module: nn.Module) -> nn.Module:
+        """``module`` compiled (with ``train.compile``) for a forward that is differentiated
+        once; penalty passes (R1, R2, WGAN-GP: a double backward) call ``module`` itself."""
+        return self.fast.compiled(module)
+
+    def to_device(self, x: Tensor) -> Tensor:
+        """A batch tensor on the device, in the run's memory format."""
+        return self.fast.to_device(x)
 
 
 class TaskStep:
@@ -83,11 +98,12 @@ class TaskStep:
         ctx = self.ctx
         self._train_d()
         ctx.opt_D.zero_grad(set_to_none=True)
+        D_ddp = ctx.compiled(ctx.D_ddp["D"])
         with ctx.autocast:
-            loss_real, real_logits = real_loss(ctx.D_ddp["D"])
+            loss_real, real_logits = real_loss(D_ddp)
         loss_D = self._d_backward(loss_real.float())
         with ctx.autocast:
-            loss_fake, fake_logits = fake_loss(ctx.D_ddp["D"])
+            loss_fake, fake_logits = fake_loss(D_ddp)
         loss_D = loss_D + self._d_backward(loss_fake.float())
         self.grad_norm_D = grad_norm(ctx.D["D"]) if want_log else None
         ctx.opt_D.step()

@@ -77,6 +77,9 @@ def test_repro_trains_and_tracks(project):
     summary = json.loads((project / "train/summary.json").read_text())
     assert summary["steps"] == 20 and summary["images_seen"] == 20 * 16 * 2
     assert summary["images_per_s"] > 0
+    runtime = summary["runtime"]  # what ran, chosen automatically: 2 CPU ranks under gloo
+    assert (runtime["device"], runtime["backend"], runtime["world_size"]) == ("cpu", "gloo", 2)
+    assert (runtime["precision"], runtime["compile"], runtime["fallbacks"]) == ("fp32", False, [])
     with open(project / "train/history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [5, 10, 15, 20]
@@ -91,6 +94,8 @@ def test_repro_trains_and_tracks(project):
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     run = client.get_run(summary["mlflow_run_id"])
     assert run.data.params["train.steps"] == "20" and run.info.status == "FINISHED"
+    assert run.data.tags["ganlib.runtime.backend"] == "gloo"
+    assert run.data.tags["ganlib.runtime.precision"] == "fp32"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_D")] == [5, 10, 15, 20]
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
     assert artifacts == ["samples/samples_step0000010.png", "samples/samples_step0000020.png"]
