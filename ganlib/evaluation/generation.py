@@ -21,7 +21,7 @@ import torch
 from ganlib.artifacts import load_extractor
 from ganlib.config import EvalConfig, Params
 from ganlib.data.loader import iter_split
-from ganlib.data.pixels import from_uint8
+from ganlib.data.pixels import batch_for, from_uint8, to_uint8
 from ganlib.errors import GanlibError
 from ganlib.evaluation.common import load_task_generator
 from ganlib.grid import save_grid
@@ -57,7 +57,10 @@ def evaluate_generator(
     ref = load_reference(featurize_dir / REFERENCE)
 
     # -- real side of the floor: the val split, subset to n images ------------------------
-    val = torch.cat(list(images_of(shards, "val", cfg.batch_size)))  # [V, C, H, W] in [-1, 1]
+    # Images are held as stored (uint8, a quarter of floats: 2,000 of 1024 px are 6 GB) and
+    # go through the extractor in batches of bounded pixels.
+    step = batch_for(info["resolution"], cfg.batch_size)
+    val = np.concatenate([to_uint8(b) for b in images_of(shards, "val", step)])  # [V, H, W, C]
     if len(val) < MIN_EVAL_IMAGES:
         raise GanlibError(
             f"the val split holds {len(val)} images, fewer than {MIN_EVAL_IMAGES}; "
@@ -71,13 +74,16 @@ def evaluate_generator(
         )
     if n < len(val):
         keep = np.sort(np.random.default_rng(seed).choice(len(val), n, replace=False))
-        val = val[torch.from_numpy(keep)]
+        val = val[keep]
     # -- generated side: seeds seed*10^6 + i, as a user sampling the registered model gets ---
     seeds = [seed * 1_000_000 + i for i in range(n)]
-    fake = from_uint8(generate(G, mcfg, seeds))  # [n, C, H, W]
+    fake = generate(G, mcfg, seeds)  # uint8 [n, H, W, C]
 
-    fake_f, fake_p = compute_outputs(extractor, fake.split(cfg.batch_size))
-    val_f, val_p = compute_outputs(extractor, val.split(cfg.batch_size))
+    def batches(images: np.ndarray) -> Iterator[torch.Tensor]:
+        return (from_uint8(images[i : i + step]) for i in range(0, len(images), step))
+
+    fake_f, fake_p = compute_outputs(extractor, batches(fake))
+    val_f, val_p = compute_outputs(extractor, batches(val))
     result = _metrics(ref, fake_f, fake_p, cfg, seed)
     floor = _metrics(ref, val_f, val_p, cfg, seed)
     card = protocol_card(
@@ -93,8 +99,8 @@ def evaluate_generator(
     out.mkdir(parents=True, exist_ok=True)
     # The grid's 64 seeds are the first seeds measured: reuse those images when there are 64.
     grid_seeds = [seed * 1_000_000 + i for i in range(64)]
-    grid = fake[:64] if n >= 64 else from_uint8(generate(G, mcfg, grid_seeds))
-    save_grid(grid, out / "samples.png", scale=_scale(info["resolution"]))
+    grid = fake[:64] if n >= 64 else generate(G, mcfg, grid_seeds)
+    save_grid(from_uint8(grid), out / "samples.png", scale=_scale(info["resolution"]))
     sheets = out / "sheets"
     shutil.rmtree(sheets, ignore_errors=True)
     sheets.mkdir()
@@ -140,26 +146,28 @@ def _scale(resolution: int) -> int:
     return max(1, 128 // resolution)
 
 
-def _class_sheet(fake: torch.Tensor, probs: np.ndarray, path: Path, resolution: int) -> None:
-    """One row per class: the generated images the classifier is surest are that class;
-    blank cells where the generator made too few of it (mode collapse shows as blank rows)."""
+def _class_sheet(fake: np.ndarray, probs: np.ndarray, path: Path, resolution: int) -> None:
+    """One row per class: the generated images (uint8 ``[N, H, W, C]``) the classifier is
+    surest are that class; blank cells where the generator made too few of it (mode collapse
+    shows as blank rows)."""
     pred, conf = probs.argmax(axis=1), probs.max(axis=1)
-    blank = torch.full_like(fake[0], -1.0)
+    blank = np.zeros_like(fake[0])
     tiles = []
     for c in range(probs.shape[1]):
         idx = np.flatnonzero(pred == c)
         idx = idx[np.argsort(-conf[idx], kind="stable")][:SHEET_COLUMNS]
         tiles += [fake[i] for i in idx] + [blank] * (SHEET_COLUMNS - len(idx))
-    save_grid(torch.stack(tiles), path, nrow=SHEET_COLUMNS, scale=_scale(resolution))
+    save_grid(from_uint8(np.stack(tiles)), path, nrow=SHEET_COLUMNS, scale=_scale(resolution))
 
 
 def _nearest_sheet(fake, fake_f, val, val_f, path: Path, resolution: int) -> None:
-    """Pairs of (generated image, its nearest real val image in feature space)."""
+    """Pairs of (generated image, its nearest real val image in feature space); images uint8
+    ``[N, H, W, C]``."""
     m = min(NEAREST_PAIRS, len(fake))
     dist = torch.cdist(torch.from_numpy(fake_f[:m]), torch.from_numpy(val_f))  # [m, V]
     nearest = dist.argmin(dim=1)
     tiles = [t for i in range(m) for t in (fake[i], val[nearest[i]])]
-    save_grid(torch.stack(tiles), path, nrow=8, scale=_scale(resolution))
+    save_grid(from_uint8(np.stack(tiles)), path, nrow=8, scale=_scale(resolution))
 
 
 def evaluate(

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ganlib import losses
 from ganlib.config import Params, R3ganConfig, TrainConfig
 from ganlib.data.augment import diff_augment
+from ganlib.data.pixels import batch_for
 from ganlib.errors import ConfigError, GanlibError
 from ganlib.models import SUPPORTED_RESOLUTIONS, build_gan, r3gan
 from ganlib.models.base import eval_mode
@@ -219,20 +220,23 @@ class FidProbe:
     def __call__(self, G: nn.Module, num_classes: int = 0) -> float:
         """FID of G's images on the fixed noise; G runs in eval mode and gets its mode back.
 
-        ``G`` is a ganlib generator (``G(z, labels=None)``, ``G.config["z_dim"]``); a DDP
-        wrapper is unwrapped.
+        ``G`` is a ganlib generator (``G(z, labels=None)``, ``G.config["z_dim"]`` and
+        ``["resolution"]``); a DDP wrapper is unwrapped. Batches hold at most
+        :func:`~ganlib.data.pixels.batch_for` images of G's resolution.
         """
         G = unwrap(G)
         device = next(G.parameters()).device
         z = self.noise(G.config["z_dim"])
         labels = torch.arange(self.num_fake) % num_classes if num_classes > 0 else None
+        step = batch_for(G.config["resolution"], PROBE_BATCH)
+
+        def fakes():  # [B, C, R, R] each, in [-1, 1]; r3gan's output is not squashed
+            for i in range(0, self.num_fake, step):
+                lb = None if labels is None else labels[i : i + step].to(device)  # [B]
+                yield G(z[i : i + step].to(device), lb).clamp(-1, 1)
+
         with eval_mode(G):
-            fakes = []  # [B, C, R, R] each, in [-1, 1]
-            for i in range(0, self.num_fake, PROBE_BATCH):
-                zb = z[i : i + PROBE_BATCH].to(device)  # [B, z_dim]
-                lb = None if labels is None else labels[i : i + PROBE_BATCH].to(device)  # [B]
-                fakes.append(G(zb, lb).clamp(-1, 1))  # r3gan's output is not squashed
-        return self.fid(fakes)
+            return self.fid(fakes())
 
 
 def r3gan_arguments(cfg: R3ganConfig | None, resolution: int) -> dict[str, Any]:
@@ -324,8 +328,13 @@ class Generation(Task):
         z = inputs["z"].to(device)
         K = G.config["num_classes"]
         y = (torch.arange(len(z)) % K).to(device) if K else None
+        step = batch_for(G.config["resolution"], len(z))
         with eval_mode(G):
-            return G(z, y).float().cpu().clamp(-1, 1)
+            parts = [
+                G(z[i : i + step], None if y is None else y[i : i + step]).float().cpu()
+                for i in range(0, len(z), step)
+            ]
+        return torch.cat(parts).clamp(-1, 1)
 
     def make_probe(self, task_cfg, featurize_dir, shards, num_images: int, seed: int):
         fid = FidProbe(featurize_dir, num_fake=num_images, seed=seed)

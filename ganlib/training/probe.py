@@ -9,6 +9,7 @@ with the evaluate stage's numbers, whose protocol card differs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -43,11 +44,14 @@ class ReferenceFid:
         self.mu, self.sigma = ref.mu, ref.sigma  # [D], [D, D]
 
     @torch.no_grad()
-    def __call__(self, batches: list[Tensor]) -> float:
+    def __call__(self, batches: Iterable[Tensor]) -> float:
         """FID of image batches ``[B, C, H, W]`` in [-1, 1] (rounded to 8 bits first, as stored
-        images are), on the batches' device."""
-        self.extractor.to(batches[0].device)
-        feats = [self.extractor.features(quantize(x)).cpu() for x in batches]
+        images are), on the batches' device; each batch is featurized as it comes, so only
+        features are kept."""
+        feats = []
+        for x in batches:
+            self.extractor.to(x.device)
+            feats.append(self.extractor.features(quantize(x)).cpu())
         return fid_to_features(self.mu, self.sigma, torch.cat(feats).numpy())["fid"]
 
 

@@ -68,7 +68,7 @@ def test_probe_ranks_real_like_images_above_noise(featurize_dir, digit_shards):
     class Replay(torch.nn.Module):
         def __init__(self, x):
             super().__init__()
-            self.config = {"z_dim": 4}
+            self.config = {"z_dim": 4, "resolution": 32}
             self.x = x
             self.scale = torch.nn.Parameter(torch.ones(()))
 
