@@ -38,9 +38,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from ganlib import storage
 from ganlib.data.images import encode_png
 from ganlib.data.records import MAX_CLASSES, Sample, Skipped
 from ganlib.errors import GanlibError
@@ -149,16 +151,21 @@ def write_shards(
     return stats
 
 
-def read_manifest(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """The manifest table of a shard root (``path`` is the root or the parquet file itself).
+def read_manifest(
+    path: str | Path, columns: list[str] | None = None, split: str | None = None
+) -> pa.Table:
+    """The manifest table of a shard root (``path`` is the root or the parquet file itself; a
+    local path or a URL, see :mod:`ganlib.storage`).
 
-    ``columns`` selects columns (all by default; fewer save memory on large manifests).
-    Raises a one-line :class:`GanlibError` when ``path`` is not a manifest written by the
-    shard stage (not parquet, no ganlib metadata, missing columns).
+    ``columns`` selects columns (all by default; fewer save memory on large manifests) and
+    ``split`` the rows of one split (filtered while reading: the other split's rows are never
+    held). Raises a one-line :class:`GanlibError` when ``path`` is not a manifest written by
+    the shard stage (not parquet, no ganlib metadata, missing columns).
     """
     path = manifest_path(path)
+    fs, inner = storage.open_location(path)
     try:
-        schema = pq.read_schema(path)
+        schema = pq.read_schema(inner, filesystem=fs)
     except (pa.ArrowException, OSError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise GanlibError(
@@ -171,20 +178,32 @@ def read_manifest(path: Path, columns: list[str] | None = None) -> pa.Table:
             f"{path}: no {', '.join(missing)} column(s), written by an older ganlib; "
             "re-run the shard stage"
         )
+    filters = [("split", "==", split)] if split is not None else None
     try:
-        return pq.read_table(path, columns=columns)
+        table = pq.read_table(inner, columns=columns, filesystem=fs, filters=filters)
     except (pa.ArrowException, OSError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise GanlibError(f"{path}: unreadable manifest ({why}); re-run the shard stage") from None
+    return table.replace_schema_metadata(schema.metadata)  # filters may drop it
 
 
-def manifest_path(path: Path) -> Path:
+def manifest_path(path: str | Path) -> str:
     """The manifest file of a shard root, or ``path`` itself when it names a file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST
-    if not path.is_file():
+    path = str(path)
+    kind = storage.file_type(path)
+    if kind == pafs.FileType.Directory:
+        path = storage.join(path, MANIFEST)
+        kind = storage.file_type(path)
+    if kind != pafs.FileType.File:
         raise GanlibError(f"{path}: manifest not found; run the shard stage first")
+    return path
+
+
+def shard_root(path: str | Path) -> str:
+    """The shard root of ``path`` (the root itself, or the directory of its manifest file)."""
+    path = str(path)
+    if storage.file_type(path) == pafs.FileType.File:
+        return path.rstrip("/").rsplit("/", 1)[0] if "/" in path else "."
     return path
 
 
@@ -220,10 +239,9 @@ def count_images(path: Path, split: str, field: str) -> int:
     """How many samples of ``split`` hold image field ``field`` (e.g. the B images of
     unpaired translation shards)."""
     lengths = [pair[1] for pair in SPAN_COLUMNS]
-    table = read_manifest(path, columns=["split", *lengths])
+    table = read_manifest(path, columns=["split", *lengths], split=split)
     length = lengths[manifest_metadata(table)["fields"].index(field)]
-    held = pc.and_(pc.equal(table["split"], split), pc.is_valid(table[length]))
-    return int(pc.sum(held.cast(pa.int64())).as_py() or 0)
+    return int(pc.sum(pc.is_valid(table[length]).cast(pa.int64())).as_py() or 0)
 
 
 def summarize(path: Path, n_keys: int = 5) -> dict[str, Any]:
@@ -268,10 +286,11 @@ def stored_sha256(path: Path, key: str, field: str) -> str | None:
     For error messages: it reads two columns of the rows of that one key.
     """
     path = manifest_path(path)
+    fs, inner = storage.open_location(path)
     column = SHA256_COLUMNS[field]
-    if column not in pq.read_schema(path).names:  # written before sha256_b existed
+    if column not in pq.read_schema(inner, filesystem=fs).names:  # before sha256_b existed
         return None
-    table = pq.read_table(path, columns=[column], filters=[("key", "==", key)])
+    table = pq.read_table(inner, columns=[column], filters=[("key", "==", key)], filesystem=fs)
     return table[column][0].as_py() if table.num_rows else None
 
 
@@ -285,7 +304,10 @@ def verify(path: Path) -> dict[str, Any]:
     "mismatched"}``; each problem class is ``{"count": n, "first": ["SHARD: MEMBER: why",
     ...]}`` (a few examples), with count 0 when the shards are as the shard stage wrote them.
     """
-    path = manifest_path(path)
+    manifest = manifest_path(path)
+    if storage.is_url(manifest):
+        raise GanlibError(f"{manifest}: verify reads local shard roots only; download them first")
+    path = Path(manifest)
     root = path.parent
     span_columns = [c for pair in SPAN_COLUMNS for c in pair]
     columns = ["key", "shard", "label", *span_columns, "sha256", "sha256_b"]
@@ -638,11 +660,11 @@ def dataset_info(shards: str | Path, expect: DataConfig | None = None) -> dict[s
     shard directory. With ``expect`` (the ``data:`` params in force), shards written under
     other data params (another task's profile, an edited resolution) are refused with one
     line instead of being trained on."""
-    path = Path(shards) / "stats.json"
-    if not path.is_file():
+    path = storage.join(shards, STATS)
+    if storage.file_type(path) != pafs.FileType.File:
         raise GanlibError(f"{path}: no shards here; run `dvc repro shard` first")
-    stats = json.loads(path.read_text())
-    meta = manifest_metadata(read_manifest(Path(shards), columns=["key"]))  # metadata only
+    stats = json.loads(storage.read_bytes(path))
+    meta = manifest_metadata(read_manifest(shards, columns=[]))  # metadata only
     info = {
         "resolution": int(stats["resolution"]),
         "channels": int(stats["channels"]),
