@@ -110,8 +110,14 @@ def write_shards(
     progress: bool = True,
     source: str = "the source",
     min_train: int = 0,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Write ``samples`` as train/val shards under ``out_dir`` and return the stats.
+
+    ``workers`` > 1 decodes (when ``samples`` holds a source's lazy tasks,
+    :meth:`ganlib.data.sources.Source.lazy`) and PNG-encodes the samples in an ordered
+    process pool; the main process writes them in input order, so the output is
+    byte-identical to ``workers=1``.
 
     ``classes`` names the label indices, or is None for unnamed or no labels: unnamed labels
     are named ``"0"`` .. ``"K-1"`` (K = the largest label + 1) in the manifest, so that they
@@ -123,16 +129,25 @@ def write_shards(
     ``min_train`` images of an image field (the shard stage asks for
     :data:`MIN_TRAIN_SAMPLES`).
     """
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if shard_size < 1 or workers < 1:
+        raise ValueError(f"shard_size and workers must be >= 1, got {shard_size}, {workers}")
     out_dir = Path(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     if tmp.exists():  # left by a killed run that had the same pid
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
+        pool = None
+        if workers > 1:
+            import multiprocessing
+
+            # fork: the workers inherit the source's state; nothing here holds threads yet
+            pool = multiprocessing.get_context("fork").Pool(workers)
+            prepared = pool.imap(_prepare, samples, chunksize=16)  # in input order
+        else:
+            prepared = map(_prepare, samples)
         with tqdm(
-            samples,
+            prepared,
             total=total,
             desc="shard",
             unit="img",
@@ -141,14 +156,40 @@ def write_shards(
             disable=None if progress else True,  # None: off when stderr is not a terminal
         ) as inputs:
             stats = _write_all(inputs, tmp, shard_size, val_fraction, classes, source, min_train)
+        if pool is not None:
+            pool.close()
+            pool.join()
         kept = out_dir / ".gitignore"  # DVC's, tracked by git: the new shards keep it
         if kept.is_file():
             shutil.copy2(kept, tmp / kept.name)
         _replace_dir(tmp, out_dir)
     except BaseException:
+        if pool is not None:
+            pool.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return stats
+
+
+class _Prepared:
+    """A sample with its images PNG-encoded: what the writer needs, small to send between
+    processes (the arrays' dtype and shape stay for the checks)."""
+
+    def __init__(self, item: Sample) -> None:
+        self.key, self.label, self.origin = item.key, item.label, item.origin
+        self.layout = {name: (arr.dtype.name, arr.shape) for name, arr in item.images.items()}
+        # (a non-uint8 array is a source's bug, which _check_sample names; it is not encoded)
+        self.png = {
+            name: encode_png(arr) if arr.dtype.name == "uint8" else b""
+            for name, arr in item.images.items()
+        }
+
+
+def _prepare(item: Any) -> _Prepared | Skipped:
+    """Decode (a source task) and encode one input; in a pool worker or in this process."""
+    if callable(item):
+        item = item()
+    return item if isinstance(item, Skipped) else _Prepared(item)
 
 
 def read_manifest(
@@ -484,7 +525,7 @@ class _ManifestWriter:
 
 
 def _write_all(
-    inputs: Iterable[Sample | Skipped],
+    inputs: Iterable[_Prepared | Skipped],
     root: Path,
     shard_size: int,
     val_fraction: float,
@@ -510,17 +551,17 @@ def _write_all(
                 skipped.append({"path": item.path, "reason": item.reason})
                 continue
             if fields is None:
-                fields = next((f for f in _FIELDS if set(item.images) <= set(f)), None)
+                fields = next((f for f in _FIELDS if set(item.layout) <= set(f)), None)
                 if fields is None:
                     raise ValueError(
-                        f"sample {item.key}: image fields {sorted(item.images)} not in {_FIELDS}"
+                        f"sample {item.key}: image fields {sorted(item.layout)} not in {_FIELDS}"
                     )
-                shape = next(iter(item.images.values())).shape
+                shape = next(iter(item.layout.values()))[1]
                 manifest.open(fields)
             _check_sample(item, fields, shape, classes)
 
-            present = [name for name in fields if name in item.images]
-            members = {name: encode_png(item.images[name]) for name in present}
+            present = [name for name in fields if name in item.layout]
+            members = {name: item.png[name] for name in present}
             for name in present:
                 domains[name] += 1
             domains["pairs"] += len(present) == 2
@@ -618,7 +659,7 @@ def _set_manifest_classes(path: Path, classes: list[str]) -> None:
 
 
 def _check_sample(
-    item: Sample, fields: tuple[str, ...], shape: tuple[int, ...], classes: list[str] | None
+    item: _Prepared, fields: tuple[str, ...], shape: tuple[int, ...], classes: list[str] | None
 ) -> None:
     """Sources promise these; a violation is a bug there, caught before it corrupts shards."""
     if not _KEY.fullmatch(item.key):
@@ -626,13 +667,13 @@ def _check_sample(
     n_classes = len(classes) if classes is not None else MAX_CLASSES
     if item.label is not None and not 0 <= item.label < n_classes:
         raise ValueError(f"sample {item.key}: label {item.label} not a class index")
-    names = set(item.images)
+    names = set(item.layout)
     if not (names == set(fields) or (len(fields) == 2 and len(names) == 1 and names < set(fields))):
         raise ValueError(f"sample {item.key}: fields {sorted(names)}, expected {fields}")
-    for name, arr in item.images.items():
-        if arr.dtype.name != "uint8" or arr.shape != shape:
+    for name, (dtype, arr_shape) in item.layout.items():
+        if dtype != "uint8" or arr_shape != shape:
             raise ValueError(
-                f"sample {item.key}: {name} is {arr.dtype}{list(arr.shape)}, "
+                f"sample {item.key}: {name} is {dtype}{list(arr_shape)}, "
                 f"expected uint8{list(shape)} like the first sample"
             )
 
