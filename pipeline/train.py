@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--project",
         default=".",
-        help="project dir holding params.yaml and data/shards; outputs are written there too",
+        help="project dir holding params.yaml (and data/shards without a storage.root); "
+        "outputs are written there too",
     )
     project = Path(parser.parse_args(argv).project).resolve()
     params = load_params(project / _stage.PARAMS_FILE)

@@ -141,9 +141,10 @@ def write_shards(
         if workers > 1:
             import multiprocessing
 
-            # fork: the workers inherit the source's state; nothing here holds threads yet
-            pool = multiprocessing.get_context("fork").Pool(workers)
-            prepared = pool.imap(_prepare, samples, chunksize=16)  # in input order
+            # forkserver, not fork: forking a process whose other threads (pyarrow's, torch's)
+            # hold a lock leaves the child waiting on it forever
+            pool = multiprocessing.get_context("forkserver").Pool(workers)
+            prepared = _in_order(pool, samples, window=64 * workers)
         else:
             prepared = map(_prepare, samples)
         with tqdm(
@@ -183,6 +184,21 @@ class _Prepared:
             name: encode_png(arr) if arr.dtype.name == "uint8" else b""
             for name, arr in item.images.items()
         }
+
+
+def _in_order(pool: Any, samples: Iterable[Any], window: int) -> Iterable[_Prepared | Skipped]:
+    """``_prepare`` of each input in ``pool``, yielded in input order with at most ``window``
+    in flight. The source is iterated here, in the caller's thread (``Pool.imap`` would run it
+    in a pool thread), so its errors surface where the serial writer raises them."""
+    from collections import deque
+
+    pending: deque = deque()
+    for item in samples:
+        pending.append(pool.apply_async(_prepare, (item,)))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 def _prepare(item: Any) -> _Prepared | Skipped:
