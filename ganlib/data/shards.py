@@ -139,12 +139,8 @@ def write_shards(
     try:
         pool = None
         if workers > 1:
-            import multiprocessing
-
-            # forkserver, not fork: forking a process whose other threads (pyarrow's, torch's)
-            # hold a lock leaves the child waiting on it forever
-            pool = multiprocessing.get_context("forkserver").Pool(workers)
-            prepared = _in_order(pool, samples, window=64 * workers)
+            pool = _pool_context().Pool(workers)
+            prepared = _in_order(pool, samples, window=4 * workers)
         else:
             prepared = map(_prepare, samples)
         with tqdm(
@@ -186,19 +182,41 @@ class _Prepared:
         }
 
 
-def _in_order(pool: Any, samples: Iterable[Any], window: int) -> Iterable[_Prepared | Skipped]:
-    """``_prepare`` of each input in ``pool``, yielded in input order with at most ``window``
-    in flight. The source is iterated here, in the caller's thread (``Pool.imap`` would run it
-    in a pool thread), so its errors surface where the serial writer raises them."""
+def _pool_context() -> Any:
+    """fork when this process has no other thread (the children start at once, with what is
+    imported), else forkserver: forking while another thread (pyarrow's, torch's, OpenMP's)
+    holds a lock leaves the child waiting for it forever."""
+    import multiprocessing
+
+    try:
+        alone = len(os.listdir("/proc/self/task")) == 1
+    except OSError:  # not Linux
+        alone = False
+    return multiprocessing.get_context("fork" if alone else "forkserver")
+
+
+def _in_order(
+    pool: Any, samples: Iterable[Any], window: int, chunk: int = 16
+) -> Iterable[_Prepared | Skipped]:
+    """``_prepare`` of each input in ``pool`` (``chunk`` inputs per task), yielded in input
+    order with at most ``window`` tasks in flight. The source is iterated here, in the
+    caller's thread (``Pool.imap`` would run it in a pool thread), so its errors surface where
+    the serial writer raises them."""
     from collections import deque
+    from itertools import islice
 
     pending: deque = deque()
-    for item in samples:
-        pending.append(pool.apply_async(_prepare, (item,)))
+    it = iter(samples)
+    while batch := list(islice(it, chunk)):
+        pending.append(pool.apply_async(_prepare_all, (batch,)))
         if len(pending) >= window:
-            yield pending.popleft().get()
+            yield from pending.popleft().get()
     while pending:
-        yield pending.popleft().get()
+        yield from pending.popleft().get()
+
+
+def _prepare_all(items: list[Any]) -> list[_Prepared | Skipped]:
+    return [_prepare(item) for item in items]
 
 
 def _prepare(item: Any) -> _Prepared | Skipped:
