@@ -112,9 +112,9 @@ def main() -> None:
         work = args.workdir or Path(tmp)
         images = work / f"images-{args.n}"
         generate_s = make_image_folder(images, args.n)
+        cmd = [sys.executable, __file__, "--shard-only", str(images), str(Path(tmp) / "shards")]
         child = subprocess.run(
-            [sys.executable, __file__, "--shard-only", str(images), str(Path(tmp) / "shards"),
-             "--workers", str(args.workers)],  # fmt: skip
+            [*cmd, "--workers", str(args.workers)],
             check=True,
             capture_output=True,
             text=True,
