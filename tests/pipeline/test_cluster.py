@@ -58,6 +58,8 @@ def cluster(s3, tmp_path):
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+        # a node registers within 30 s by default, which a busy 2-core machine can miss
+        "RAY_raylet_start_wait_time_s": "120",
     }  # fmt: skip
     mlflow_port = free_port()
     mlflow = subprocess.Popen(
@@ -82,11 +84,11 @@ def cluster(s3, tmp_path):
         "--num-cpus=1 --disable-usage-stats"
     )
     try:
-        subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run(head, env=env, check=True, capture_output=True, timeout=300)
         node_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
         started = subprocess.run(
             ["unshare", "-m", "--propagation", "private", "sh", "-c", second],
-            env=node_env, capture_output=True, text=True, timeout=120,
+            env=node_env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert started.returncode == 0, started.stdout + started.stderr
         wait_for(f"http://127.0.0.1:{mlflow_port}/health")
