@@ -127,7 +127,9 @@ class TrainConfig:
     )  # fmt: skip
     # Keys added after runs existed: left out of a run's identity at their off value, so those
     # runs keep their identity (and their checkpoints).
-    ADDED_LATER: typing.ClassVar[tuple[str, ...]] = ("r2", "compile", "tf32", "deterministic")
+    ADDED_LATER: typing.ClassVar[dict[str, Any]] = {
+        "r2": False, "compile": False, "tf32": False, "deterministic": False, "loader_block": 1,
+    }  # fmt: skip
 
     # model
     # generation's family; the image-to-image tasks' models follow the task: a U-Net for
@@ -157,6 +159,9 @@ class TrainConfig:
     num_workers: int = 2  # Ray Train workers = DDP ranks (one per GPU, or per CPU slot)
     cpus_per_worker: int = 1
     loader_workers: int = 0  # data loader processes per rank; 0 loads in the training process
+    # the loader's shuffle moves runs of this many neighbouring samples (one ranged request
+    # each on object storage); 1 = single samples. Changes the batches: part of the run.
+    loader_block: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # the fast path (ganlib.training.fastpath): what is asked for; what ran is in summary.json
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast with fp32 weights, no scaler
@@ -196,6 +201,7 @@ class TrainConfig:
             _require(getattr(self, name) >= 1, f"{k}.{name}", "must be >= 1")
         _require(self.sample_every >= 1, f"{k}.sample_every", "must be >= 1")
         _require(self.loader_workers >= 0, f"{k}.loader_workers", "must be >= 0")
+        _require(1 <= self.loader_block <= 4096, f"{k}.loader_block", "must be in 1..4096")
         _require(self.max_failures >= 0, f"{k}.max_failures", "must be >= 0")
         policies = [p for p in self.augment.split(",") if p]
         bad = [p for p in policies if p not in AUGMENT_POLICIES]
@@ -525,6 +531,37 @@ class MlflowConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """``storage:`` -- what every node of a cluster must see (:mod:`ganlib.storage`)."""
+
+    SECTION: typing.ClassVar[str] = "storage"
+
+    # A URL (s3://bucket/prefix, gs://..., hdfs://..., file:///shared/...) holding the
+    # published shards ({root}/shards/<manifest hash>/) and Ray Train/Tune storage with the
+    # runs' outputs ({root}/runs/); "" = the project directory (one machine)
+    root: str = ""
+    # a node-local directory: each remote shard is downloaded whole on first read and read
+    # from there; "" = read remote shards by byte range
+    cache_dir: str = ""
+
+    def __post_init__(self) -> None:
+        k = self.SECTION
+        if self.root:
+            scheme = self.root.partition("://")[0] if "://" in self.root else ""
+            _require(
+                bool(scheme) and bool(re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme)),
+                f"{k}.root",
+                f"{self.root!r} is not a URL; use s3://BUCKET/PREFIX, gs://..., "
+                'file:///shared/path, or "" for the project directory',
+            )
+        _require(
+            not self.cache_dir or "://" not in self.cache_dir,
+            f"{k}.cache_dir",
+            "must be a local directory",
+        )
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole ``params.yaml``."""
 
@@ -539,6 +576,7 @@ class Params:
     eval: EvalConfig = field(default_factory=EvalConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     inpainting: InpaintingConfig = field(default_factory=InpaintingConfig)
     translation: TranslationConfig = field(default_factory=TranslationConfig)
     r3gan: R3ganConfig = field(default_factory=R3ganConfig)
@@ -584,8 +622,8 @@ class Params:
         train = {k: v for k, v in to_dict(self.train).items() if k not in TrainConfig.NOT_IDENTITY}
         if not self.train.schedule.active:  # runs from before schedules keep their identity
             train.pop("schedule")
-        for key in TrainConfig.ADDED_LATER:  # likewise for keys added later, at their off value
-            if not train[key]:
+        for key, off in TrainConfig.ADDED_LATER.items():  # likewise keys added later, when off
+            if train[key] == off:
                 train.pop(key)
         if self.train.arch == "r3gan":  # the family's own options
             train["r3gan"] = to_dict(self.r3gan)

@@ -1,7 +1,11 @@
 """MLflow tracking: the URI from params, one experiment per pipeline, runs that survive resumes.
 
-Only drivers and rank 0 write (SQLite does not like many writers). Artifacts go to
-``<project>/mlartifacts`` as an absolute location, because Ray workers run in another cwd.
+Only drivers and rank 0 write (SQLite does not like many writers). With a database store,
+artifacts go to ``<project>/mlartifacts`` as an absolute location, because Ray workers run in
+another cwd; an ``http(s)://`` server's experiments get no artifact location from here, so the
+server's own artifact store (``mlflow server --artifacts-destination s3://...``) holds them.
+A rank 0 on another node than the driver reaches the store the same way: an SQLite file it
+cannot see is one error (:func:`worker_client`), never a new empty database.
 """
 
 from __future__ import annotations
@@ -99,8 +103,25 @@ def experiment_id(mlflow_client, name: str, project: Path) -> str:
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    if urlparse(mlflow_client.tracking_uri).scheme in ("http", "https"):
+        return mlflow_client.create_experiment(name)  # the server's artifact store
     root = (project / "mlartifacts").resolve().as_uri()
     return mlflow_client.create_experiment(name, artifact_location=root)
+
+
+def worker_client(uri: str):
+    """The ``MlflowClient`` of a training worker (rank 0): the driver resolved and checked
+    ``uri``; an SQLite file missing here means this node does not see the driver's disk, and
+    MLflow would create an empty database and fail the first log ("Run ... not found")."""
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise GanlibError(
+            f"mlflow.tracking_uri: {uri}: no such database on {socket.gethostname()} (this node "
+            "does not see the driver's disk); use an MLflow server (http://...) for multi-node "
+            "training"
+        )
+    return MlflowClient(tracking_uri=uri)
 
 
 def start_run(
@@ -110,7 +131,7 @@ def start_run(
     run_name: str,
     params: dict[str, Any],
     tags: dict[str, str],
-    resume_file: Path | None = None,
+    resume_file: str | Path | None = None,
     parent_run_id: str | None = None,
 ) -> str:
     """Create a run (params logged once), or reopen the one recorded in ``resume_file`` when
@@ -118,12 +139,15 @@ def start_run(
     further, e.g. with more steps, gets a new run).
 
     First, runs of the same stage that a killed process left RUNNING are closed as FAILED
-    (:func:`close_abandoned_runs`); the run records which process owns it."""
+    (:func:`close_abandoned_runs`); the run records which process owns it. ``resume_file`` is
+    a path or a URL (the run's storage, :mod:`ganlib.storage`)."""
     if "ganlib.stage" in tags:
         close_abandoned_runs(mlflow_client, exp_id, tags["ganlib.stage"])
     owner = _owner()
-    if resume_file is not None and resume_file.is_file():
-        run_id = resume_file.read_text().strip()
+    from ganlib import storage
+
+    if resume_file is not None and storage.file_type(resume_file).name == "File":
+        run_id = storage.read_bytes(resume_file).decode().strip()
         try:
             if mlflow_client.get_run(run_id).info.status != "FINISHED":
                 mlflow_client.update_run(run_id, status="RUNNING")
@@ -145,8 +169,7 @@ def start_run(
     for i in range(0, len(items), 100):  # log_batch takes at most 100 params per call
         mlflow_client.log_batch(run_id, params=items[i : i + 100])
     if resume_file is not None:
-        resume_file.parent.mkdir(parents=True, exist_ok=True)
-        resume_file.write_text(run_id)
+        storage.write_bytes(resume_file, run_id.encode())
     return run_id
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from ganlib import tracking
+from ganlib import storage, tracking
 from ganlib.artifacts import load_extractor
 from ganlib.config import TUNABLE, Params, TuneConfig, flatten, to_dict
 from ganlib.data.shards import dataset_info
@@ -99,6 +98,7 @@ class TuneSession:
 
 
 def _trial(config: dict[str, Any], *, params: Params, shards: str, probe_dir: str) -> None:
+    """One trial; ``shards`` and ``probe_dir`` are absolute paths or URLs (any node)."""
     task = get_task(params.task)
     spec = RunSpec(
         train=trial_config(params, config),
@@ -109,13 +109,16 @@ def _trial(config: dict[str, Any], *, params: Params, shards: str, probe_dir: st
         task_cfg=task.config(params),
         probe_dir=probe_dir,
         probe_fakes=params.tune.probe_fakes,
+        cache_dir=params.storage.cache_dir or None,
     )
     device = params.train.device if params.train.device != "auto" else "cpu"
     train(spec, TuneSession(device, task.probe_metric))
 
 
-def sweep(params: Params, project: Path, *, shards: Path, featurize: Path) -> dict[str, Any]:
-    """Run the sweep; returns ``{"best": best.yaml content, "trials": [row, ...]}``."""
+def sweep(params: Params, project: Path, *, shards: str | Path, featurize: Path) -> dict[str, Any]:
+    """Run the sweep; returns ``{"best": best.yaml content, "trials": [row, ...]}``. ``shards``
+    is the shard root (a path or a URL); Tune's storage is ``{storage.root}/runs/tune``
+    (``project/runs/tune`` without a root), where the extractor is staged for the trials."""
     # Logging a result to SQLite takes ~0.5 s; Tune would warn about it at every report.
     os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")  # read when ray.tune is imported
     import ray
@@ -138,14 +141,17 @@ def sweep(params: Params, project: Path, *, shards: Path, featurize: Path) -> di
         params=flatten({"seed": params.seed, "tune": to_dict(cfg), "train": to_dict(params.train)}),
         tags={"ganlib.stage": "tune"},
     )
-    storage = (project / "runs").resolve()
-    shutil.rmtree(storage / "tune", ignore_errors=True)  # a sweep always starts afresh
+    runs = storage.runs_location(params.storage.root, project)
+    storage.delete_tree(storage.join(runs, "tune"))  # a sweep always starts afresh
+    probe_dir = str(Path(featurize).resolve())
+    if storage.is_url(runs):  # trials on other nodes read the extractor there
+        probe_dir = storage.join(runs, "tune-extractor")
+        storage.copy_tree(featurize, probe_dir)
+    shards = str(shards) if storage.is_url(shards) else str(Path(shards).resolve())
     if not ray.is_initialized():
         start_ray()
     trainable = tune.with_resources(
-        tune.with_parameters(
-            _trial, params=params, shards=str(shards.resolve()), probe_dir=str(featurize.resolve())
-        ),
+        tune.with_parameters(_trial, params=params, shards=shards, probe_dir=probe_dir),
         {"cpu": 1},
     )
     tuner = tune.Tuner(
@@ -166,7 +172,7 @@ def sweep(params: Params, project: Path, *, shards: Path, featurize: Path) -> di
         ),
         run_config=tune.RunConfig(
             name="tune",
-            storage_path=str(storage),
+            **storage.ray_storage(runs),
             callbacks=[
                 MLflowLoggerCallback(
                     tracking_uri=tracking.resolve_uri(params.mlflow.tracking_uri, project),

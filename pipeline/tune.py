@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from ganlib.config import load_params
+from ganlib.data.publish import shard_location
 from ganlib.tasks import get_task
 from ganlib.training.run import preflight
 from ganlib.tuning import sweep, write_best, write_trials
@@ -29,8 +30,9 @@ def main(argv: list[str] | None = None) -> None:
         write_trials([], out / "trials.parquet", get_task(params.task).probe_metric)
         print("tune: disabled (tune.enabled: false); train uses train: as written")
         return
-    preflight(params, project, local=False)  # shards, resolution, labels, batch size
-    result = sweep(params, project, shards=project / SHARDS, featurize=project / FEATURIZE)
+    shards = shard_location(project, params.storage.root, SHARDS)
+    preflight(params, project, local=False, shards=shards)  # resolution, labels, batch size
+    result = sweep(params, project, shards=shards, featurize=project / FEATURIZE)
     write_trials(result["trials"], out / "trials.parquet", result["best"]["metric"])
     write_best({"enabled": True, **result["best"]}, project / TUNE_BEST)
     best = result["best"]

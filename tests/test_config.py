@@ -173,3 +173,16 @@ def test_profile_errors_name_the_key_whatever_the_task():
         Params.from_dict({"inpainting": {"min_area": 0.7, "max_area": 0.6}})
     with pytest.raises(ConfigError, match="inpainting.fm_weight: must be in \\[0, 1e\\+06\\]"):
         Params.from_dict({"inpainting": {"fm_weight": -1.0}})
+
+
+@pytest.mark.parametrize(
+    "storage, message",
+    [
+        ({"root": "/shared/project"}, "storage.root: '/shared/project' is not a URL"),
+        ({"cache_dir": "s3://b/c"}, "storage.cache_dir: must be a local directory"),
+    ],
+)
+def test_storage_params_are_checked_before_anything(storage, message):
+    with pytest.raises(ConfigError, match=message):
+        Params.from_dict({"storage": storage})
+    assert Params.from_dict({"storage": {"root": "s3://bucket/prefix"}}).storage.root

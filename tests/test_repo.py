@@ -206,7 +206,7 @@ def training_params(stage: str) -> list[str]:
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     hints = typing.get_type_hints(Params)
-    out = ["task", "seed", "mlflow"]
+    out = ["task", "seed", "mlflow", "storage"]
     if stage == "tune":  # the sweep does not depend on how long the final run trains
         out += ["tune", *(f"train.{k}" for k in raw["train"] if k not in RUN_LENGTH)]
     else:

@@ -56,3 +56,14 @@ def test_runs_left_running_by_a_killed_process_are_closed_and_live_ones_kept(tmp
     mine = tracking.start_run(client, exp, run_name="r", params={}, tags={"ganlib.stage": "tune"})
     assert client.get_run(other_stage).info.status == "FAILED"
     assert client.get_run(mine).data.tags["ganlib.pid"] == str(os.getpid())
+
+
+def test_a_worker_that_does_not_see_the_sqlite_store_fails_in_one_line_creating_nothing(tmp_path):
+    """Rank 0 on a node without the driver's disk: one error saying what to use, never a new
+    empty database (MLflow would create one and fail the first log with "Run not found")."""
+    from ganlib.tracking import worker_client
+
+    db = tmp_path / "mlflow.db"
+    with pytest.raises(GanlibError, match="no such database on .*use an MLflow server"):
+        worker_client(f"sqlite:///{db}")
+    assert not db.exists()

@@ -38,9 +38,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from ganlib import storage
 from ganlib.data.images import encode_png
 from ganlib.data.records import MAX_CLASSES, Sample, Skipped
 from ganlib.errors import GanlibError
@@ -108,8 +110,14 @@ def write_shards(
     progress: bool = True,
     source: str = "the source",
     min_train: int = 0,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Write ``samples`` as train/val shards under ``out_dir`` and return the stats.
+
+    ``workers`` > 1 decodes (when ``samples`` holds a source's lazy tasks,
+    :meth:`ganlib.data.sources.Source.lazy`) and PNG-encodes the samples in an ordered
+    process pool; the main process writes them in input order, so the output is
+    byte-identical to ``workers=1``.
 
     ``classes`` names the label indices, or is None for unnamed or no labels: unnamed labels
     are named ``"0"`` .. ``"K-1"`` (K = the largest label + 1) in the manifest, so that they
@@ -121,16 +129,22 @@ def write_shards(
     ``min_train`` images of an image field (the shard stage asks for
     :data:`MIN_TRAIN_SAMPLES`).
     """
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if shard_size < 1 or workers < 1:
+        raise ValueError(f"shard_size and workers must be >= 1, got {shard_size}, {workers}")
     out_dir = Path(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     if tmp.exists():  # left by a killed run that had the same pid
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
+        pool = None
+        if workers > 1:
+            pool = _pool_context().Pool(workers)
+            prepared = _in_order(pool, samples, window=4 * workers)
+        else:
+            prepared = map(_prepare, samples)
         with tqdm(
-            samples,
+            prepared,
             total=total,
             desc="shard",
             unit="img",
@@ -139,26 +153,94 @@ def write_shards(
             disable=None if progress else True,  # None: off when stderr is not a terminal
         ) as inputs:
             stats = _write_all(inputs, tmp, shard_size, val_fraction, classes, source, min_train)
+        if pool is not None:
+            pool.close()
+            pool.join()
         kept = out_dir / ".gitignore"  # DVC's, tracked by git: the new shards keep it
         if kept.is_file():
             shutil.copy2(kept, tmp / kept.name)
         _replace_dir(tmp, out_dir)
     except BaseException:
+        if pool is not None:
+            pool.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return stats
 
 
-def read_manifest(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """The manifest table of a shard root (``path`` is the root or the parquet file itself).
+class _Prepared:
+    """A sample with its images PNG-encoded: what the writer needs, small to send between
+    processes (the arrays' dtype and shape stay for the checks)."""
 
-    ``columns`` selects columns (all by default; fewer save memory on large manifests).
-    Raises a one-line :class:`GanlibError` when ``path`` is not a manifest written by the
-    shard stage (not parquet, no ganlib metadata, missing columns).
+    def __init__(self, item: Sample) -> None:
+        self.key, self.label, self.origin = item.key, item.label, item.origin
+        self.layout = {name: (arr.dtype.name, arr.shape) for name, arr in item.images.items()}
+        # (a non-uint8 array is a source's bug, which _check_sample names; it is not encoded)
+        self.png = {
+            name: encode_png(arr) if arr.dtype.name == "uint8" else b""
+            for name, arr in item.images.items()
+        }
+
+
+def _pool_context() -> Any:
+    """fork when this process has no other thread (the children start at once, with what is
+    imported), else forkserver: forking while another thread (pyarrow's, torch's, OpenMP's)
+    holds a lock leaves the child waiting for it forever."""
+    import multiprocessing
+
+    try:
+        alone = len(os.listdir("/proc/self/task")) == 1
+    except OSError:  # not Linux
+        alone = False
+    return multiprocessing.get_context("fork" if alone else "forkserver")
+
+
+def _in_order(
+    pool: Any, samples: Iterable[Any], window: int, chunk: int = 16
+) -> Iterable[_Prepared | Skipped]:
+    """``_prepare`` of each input in ``pool`` (``chunk`` inputs per task), yielded in input
+    order with at most ``window`` tasks in flight. The source is iterated here, in the
+    caller's thread (``Pool.imap`` would run it in a pool thread), so its errors surface where
+    the serial writer raises them."""
+    from collections import deque
+    from itertools import islice
+
+    pending: deque = deque()
+    it = iter(samples)
+    while batch := list(islice(it, chunk)):
+        pending.append(pool.apply_async(_prepare_all, (batch,)))
+        if len(pending) >= window:
+            yield from pending.popleft().get()
+    while pending:
+        yield from pending.popleft().get()
+
+
+def _prepare_all(items: list[Any]) -> list[_Prepared | Skipped]:
+    return [_prepare(item) for item in items]
+
+
+def _prepare(item: Any) -> _Prepared | Skipped:
+    """Decode (a source task) and encode one input; in a pool worker or in this process."""
+    if callable(item):
+        item = item()
+    return item if isinstance(item, Skipped) else _Prepared(item)
+
+
+def read_manifest(
+    path: str | Path, columns: list[str] | None = None, split: str | None = None
+) -> pa.Table:
+    """The manifest table of a shard root (``path`` is the root or the parquet file itself; a
+    local path or a URL, see :mod:`ganlib.storage`).
+
+    ``columns`` selects columns (all by default; fewer save memory on large manifests) and
+    ``split`` the rows of one split (filtered while reading: the other split's rows are never
+    held). Raises a one-line :class:`GanlibError` when ``path`` is not a manifest written by
+    the shard stage (not parquet, no ganlib metadata, missing columns).
     """
     path = manifest_path(path)
+    fs, inner = storage.open_location(path)
     try:
-        schema = pq.read_schema(path)
+        schema = pq.read_schema(inner, filesystem=fs)
     except (pa.ArrowException, OSError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise GanlibError(
@@ -171,20 +253,32 @@ def read_manifest(path: Path, columns: list[str] | None = None) -> pa.Table:
             f"{path}: no {', '.join(missing)} column(s), written by an older ganlib; "
             "re-run the shard stage"
         )
+    filters = [("split", "==", split)] if split is not None else None
     try:
-        return pq.read_table(path, columns=columns)
+        table = pq.read_table(inner, columns=columns, filesystem=fs, filters=filters)
     except (pa.ArrowException, OSError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise GanlibError(f"{path}: unreadable manifest ({why}); re-run the shard stage") from None
+    return table.replace_schema_metadata(schema.metadata)  # filters may drop it
 
 
-def manifest_path(path: Path) -> Path:
+def manifest_path(path: str | Path) -> str:
     """The manifest file of a shard root, or ``path`` itself when it names a file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST
-    if not path.is_file():
+    path = str(path)
+    kind = storage.file_type(path)
+    if kind == pafs.FileType.Directory:
+        path = storage.join(path, MANIFEST)
+        kind = storage.file_type(path)
+    if kind != pafs.FileType.File:
         raise GanlibError(f"{path}: manifest not found; run the shard stage first")
+    return path
+
+
+def shard_root(path: str | Path) -> str:
+    """The shard root of ``path`` (the root itself, or the directory of its manifest file)."""
+    path = str(path)
+    if storage.file_type(path) == pafs.FileType.File:
+        return path.rstrip("/").rsplit("/", 1)[0] if "/" in path else "."
     return path
 
 
@@ -220,10 +314,9 @@ def count_images(path: Path, split: str, field: str) -> int:
     """How many samples of ``split`` hold image field ``field`` (e.g. the B images of
     unpaired translation shards)."""
     lengths = [pair[1] for pair in SPAN_COLUMNS]
-    table = read_manifest(path, columns=["split", *lengths])
+    table = read_manifest(path, columns=["split", *lengths], split=split)
     length = lengths[manifest_metadata(table)["fields"].index(field)]
-    held = pc.and_(pc.equal(table["split"], split), pc.is_valid(table[length]))
-    return int(pc.sum(held.cast(pa.int64())).as_py() or 0)
+    return int(pc.sum(pc.is_valid(table[length]).cast(pa.int64())).as_py() or 0)
 
 
 def summarize(path: Path, n_keys: int = 5) -> dict[str, Any]:
@@ -268,10 +361,11 @@ def stored_sha256(path: Path, key: str, field: str) -> str | None:
     For error messages: it reads two columns of the rows of that one key.
     """
     path = manifest_path(path)
+    fs, inner = storage.open_location(path)
     column = SHA256_COLUMNS[field]
-    if column not in pq.read_schema(path).names:  # written before sha256_b existed
+    if column not in pq.read_schema(inner, filesystem=fs).names:  # before sha256_b existed
         return None
-    table = pq.read_table(path, columns=[column], filters=[("key", "==", key)])
+    table = pq.read_table(inner, columns=[column], filters=[("key", "==", key)], filesystem=fs)
     return table[column][0].as_py() if table.num_rows else None
 
 
@@ -285,7 +379,10 @@ def verify(path: Path) -> dict[str, Any]:
     "mismatched"}``; each problem class is ``{"count": n, "first": ["SHARD: MEMBER: why",
     ...]}`` (a few examples), with count 0 when the shards are as the shard stage wrote them.
     """
-    path = manifest_path(path)
+    manifest = manifest_path(path)
+    if storage.is_url(manifest):
+        raise GanlibError(f"{manifest}: verify reads local shard roots only; download them first")
+    path = Path(manifest)
     root = path.parent
     span_columns = [c for pair in SPAN_COLUMNS for c in pair]
     columns = ["key", "shard", "label", *span_columns, "sha256", "sha256_b"]
@@ -462,7 +559,7 @@ class _ManifestWriter:
 
 
 def _write_all(
-    inputs: Iterable[Sample | Skipped],
+    inputs: Iterable[_Prepared | Skipped],
     root: Path,
     shard_size: int,
     val_fraction: float,
@@ -488,17 +585,17 @@ def _write_all(
                 skipped.append({"path": item.path, "reason": item.reason})
                 continue
             if fields is None:
-                fields = next((f for f in _FIELDS if set(item.images) <= set(f)), None)
+                fields = next((f for f in _FIELDS if set(item.layout) <= set(f)), None)
                 if fields is None:
                     raise ValueError(
-                        f"sample {item.key}: image fields {sorted(item.images)} not in {_FIELDS}"
+                        f"sample {item.key}: image fields {sorted(item.layout)} not in {_FIELDS}"
                     )
-                shape = next(iter(item.images.values())).shape
+                shape = next(iter(item.layout.values()))[1]
                 manifest.open(fields)
             _check_sample(item, fields, shape, classes)
 
-            present = [name for name in fields if name in item.images]
-            members = {name: encode_png(item.images[name]) for name in present}
+            present = [name for name in fields if name in item.layout]
+            members = {name: item.png[name] for name in present}
             for name in present:
                 domains[name] += 1
             domains["pairs"] += len(present) == 2
@@ -596,7 +693,7 @@ def _set_manifest_classes(path: Path, classes: list[str]) -> None:
 
 
 def _check_sample(
-    item: Sample, fields: tuple[str, ...], shape: tuple[int, ...], classes: list[str] | None
+    item: _Prepared, fields: tuple[str, ...], shape: tuple[int, ...], classes: list[str] | None
 ) -> None:
     """Sources promise these; a violation is a bug there, caught before it corrupts shards."""
     if not _KEY.fullmatch(item.key):
@@ -604,13 +701,13 @@ def _check_sample(
     n_classes = len(classes) if classes is not None else MAX_CLASSES
     if item.label is not None and not 0 <= item.label < n_classes:
         raise ValueError(f"sample {item.key}: label {item.label} not a class index")
-    names = set(item.images)
+    names = set(item.layout)
     if not (names == set(fields) or (len(fields) == 2 and len(names) == 1 and names < set(fields))):
         raise ValueError(f"sample {item.key}: fields {sorted(names)}, expected {fields}")
-    for name, arr in item.images.items():
-        if arr.dtype.name != "uint8" or arr.shape != shape:
+    for name, (dtype, arr_shape) in item.layout.items():
+        if dtype != "uint8" or arr_shape != shape:
             raise ValueError(
-                f"sample {item.key}: {name} is {arr.dtype}{list(arr.shape)}, "
+                f"sample {item.key}: {name} is {dtype}{list(arr_shape)}, "
                 f"expected uint8{list(shape)} like the first sample"
             )
 
@@ -638,11 +735,11 @@ def dataset_info(shards: str | Path, expect: DataConfig | None = None) -> dict[s
     shard directory. With ``expect`` (the ``data:`` params in force), shards written under
     other data params (another task's profile, an edited resolution) are refused with one
     line instead of being trained on."""
-    path = Path(shards) / "stats.json"
-    if not path.is_file():
+    path = storage.join(shards, STATS)
+    if storage.file_type(path) != pafs.FileType.File:
         raise GanlibError(f"{path}: no shards here; run `dvc repro shard` first")
-    stats = json.loads(path.read_text())
-    meta = manifest_metadata(read_manifest(Path(shards), columns=["key"]))  # metadata only
+    stats = json.loads(storage.read_bytes(path))
+    meta = manifest_metadata(read_manifest(shards, columns=[]))  # metadata only
     info = {
         "resolution": int(stats["resolution"]),
         "channels": int(stats["channels"]),

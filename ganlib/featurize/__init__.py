@@ -35,7 +35,7 @@ from ganlib.metrics.extractors import (
     random_extractor,
 )
 from ganlib.metrics.inception import INSTALL_HINT
-from ganlib.metrics.reference import REFERENCE, compute_outputs, save_reference
+from ganlib.metrics.reference import REFERENCE, reference_from_batches
 
 # What the card says when ``auto`` passed over the standard Inception for RGB data (no measured
 # figures in it: the card's hash must not change from run to run; they go to the report).
@@ -120,10 +120,13 @@ def featurize(cfg: FeaturizeConfig, shards: Path, out: Path, *, seed: int) -> di
     elif extractor is None:  # not already built by auto
         extractor = packaged_inception()
     batches = iter_split(shards, "train", cfg.batch_size, fields=(field,))
-    features, probs = compute_outputs(extractor, (b[BATCH_NAMES[field]] for b in batches))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    ref = save_reference(tmp / REFERENCE, features, probs, max_samples=cfg.max_reference, seed=seed)
+    # streaming: the statistics of all n images, and only the kept subset of their features
+    ref = reference_from_batches(
+        extractor, (b[BATCH_NAMES[field]] for b in batches), n, tmp / REFERENCE,
+        max_samples=cfg.max_reference, seed=seed,
+    )  # fmt: skip
     extra = {"reference_field": field} if field != "png" else {}
     extra |= {"choice": why["choice"]} if "choice" in why else {}
     meta = save_extractor(extractor, {"report": report, **extra}, tmp)

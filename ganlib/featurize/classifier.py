@@ -37,7 +37,7 @@ def train_classifier(
     Returns the extractor and a report: accuracy on the train and val splits (val is None
     when the val split is empty), sample counts, settings, time.
     """
-    shard_root = Path(shard_root)
+    shard_root = str(shard_root)  # a path or a URL
     table = read_manifest(shard_root, columns=["split", "label"])
     classes = manifest_metadata(table)["classes"]
     labels = {

@@ -100,6 +100,62 @@ def save_reference(
     )
 
 
+def reference_from_batches(
+    extractor: Extractor,
+    batches: Iterable[Tensor],
+    n: int,
+    path: Path,
+    *,
+    max_samples: int | None = None,
+    seed: int = 0,
+) -> Reference:
+    """:func:`save_reference` of the features of ``n`` images in ``batches``, streaming:
+    memory holds the running sums (``[D]`` and ``[D, D]`` float64) and the seeded subset of at
+    most ``max_samples`` features that are kept (the same rows :func:`save_reference` keeps),
+    never all N features (at 10 M images and D = 2048 those would be 80 GB)."""
+    keep = np.arange(n)
+    if max_samples is not None and n > max_samples:
+        keep = np.sort(np.random.default_rng(seed).choice(n, max_samples, replace=False))
+    kept_f, kept_p, seen = [], [], 0
+    shift = s1 = s2 = None  # sums of (x - shift) and its outer products, shift = batch 1's mean
+    for x in batches:
+        f, p = extractor.outputs(x)
+        f = f.cpu().numpy()  # [B, D]
+        d = f.astype(np.float64)
+        if shift is None:
+            shift = d.mean(axis=0)
+            s1, s2 = np.zeros_like(shift), np.zeros((len(shift), len(shift)))
+        d -= shift
+        s1 += d.sum(axis=0)
+        s2 += d.T @ d
+        lo, hi = np.searchsorted(keep, [seen, seen + len(f)])
+        kept_f.append(f[keep[lo:hi] - seen])
+        if p is not None:
+            kept_p.append(p.cpu().numpy()[keep[lo:hi] - seen])
+        seen += len(f)
+    if seen != n or n < 2:
+        raise GanlibError(f"expected {n} images to compute features of, got {seen}")
+    mean = s1 / n
+    sigma = (s2 - n * np.outer(mean, mean)) / (n - 1)
+    arrays = {
+        "features": np.concatenate(kept_f).astype(np.float32),
+        "mu": shift + mean,
+        "sigma": sigma,
+        "num_samples": np.int64(n),
+    }
+    if kept_p:
+        arrays["probs"] = np.concatenate(kept_p).astype(np.float32)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return Reference(
+        features=arrays["features"],
+        mu=arrays["mu"],
+        sigma=sigma,
+        probs=arrays.get("probs"),
+        num_samples=n,
+    )
+
+
 def load_reference(path: Path) -> Reference:
     """Read the statistics :func:`save_reference` wrote."""
     path = Path(path)

@@ -3,7 +3,8 @@
 The loop (:mod:`ganlib.training.loop`) is plain PyTorch; this module is the only place that
 knows about ``ray.train``. Backend: ``TorchTrainer`` picks gloo on CPU and NCCL on GPU.
 Checkpoints are reported by rank 0 (every rank reports, the same number of times) and kept
-under ``storage/name``; running again with the same ``storage`` and ``name`` resumes, and a
+under ``storage/name`` (a path, or a URL such as ``s3://bucket/prefix/runs`` that every node
+reaches: :mod:`ganlib.storage`); running again with the same ``storage`` and ``name`` resumes, and a
 crashed worker group is restarted from the last checkpoint up to ``train.max_failures`` times.
 """
 
@@ -141,15 +142,20 @@ def check_placeable(cfg: TrainConfig, gpu: bool) -> None:
         )
 
 
-def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train under Ray Train; returns ``(final checkpoint state, last rank-0 metrics)``."""
+def fit(spec: RunSpec, *, storage: str | Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train under Ray Train; returns ``(final checkpoint state, last rank-0 metrics)``.
+    ``storage`` is Ray Train's storage: a local path, or a URL every node reaches."""
     import ray.train
     from ray.train.torch import TorchTrainer
+
+    from ganlib import storage as stores
 
     cfg = spec.train
     gpu = use_gpu(cfg.device)
     check_placeable(cfg, gpu)
-    repair_run_dir(storage / name)
+    run_dir = stores.join(storage, name)
+    if not stores.is_url(storage):  # a remote run directory is left to Ray
+        repair_run_dir(Path(run_dir))
     control = ray.remote(num_cpus=0)(RunControl).remote()
     trainer = TorchTrainer(
         _worker,
@@ -161,7 +167,7 @@ def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dic
         ),
         run_config=ray.train.RunConfig(
             name=name,
-            storage_path=str(storage),
+            **stores.ray_storage(str(storage)),
             failure_config=ray.train.FailureConfig(
                 max_failures=cfg.max_failures, controller_failure_limit=3
             ),
@@ -175,7 +181,7 @@ def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dic
     except ray.train.TrainingFailedError as exc:
         raise GanlibError(
             f"training failed after {cfg.max_failures} restarts: {failure_cause(exc)} "
-            f"(worker logs under {storage / name})"
+            f"(worker logs under {run_dir})"
         ) from None
     metrics = dict(result.metrics or {})
     diverged_at = ray.get(control.diverged_at.remote())
@@ -183,7 +189,7 @@ def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dic
         last = result.checkpoint.path if result.checkpoint is not None else None
         raise diverged_error(int(diverged_at), last)
     if result.checkpoint is None:
-        raise GanlibError(f"training under {storage / name} produced no checkpoint")
+        raise GanlibError(f"training under {run_dir} produced no checkpoint")
     if metrics.get("interrupted_at") is not None:
         raise Interrupted(
             f"interrupted at step {int(metrics['interrupted_at'])}; `dvc repro` resumes",
@@ -193,7 +199,7 @@ def fit(spec: RunSpec, *, storage: Path, name: str) -> tuple[dict[str, Any], dic
         state = load_checkpoint(Path(d))
     if state["step"] < cfg.steps:  # never exported as a finished run
         raise GanlibError(
-            f"training under {storage / name} ended at step {state['step']} of {cfg.steps} "
+            f"training under {run_dir} ended at step {state['step']} of {cfg.steps} "
             "without an error; see the worker logs there, then rerun (it resumes)"
         )
     return state, metrics

@@ -31,6 +31,7 @@ from ganlib.artifacts import checkpoint_state, rng_state, set_rng_state
 from ganlib.config import InpaintingConfig, TrainConfig, TranslationConfig, to_dict
 from ganlib.data.loader import ShardLoader
 from ganlib.data.shards import dataset_info
+from ganlib.errors import GanlibError
 from ganlib.models.ema import ema_beta, ema_copy, ema_update
 from ganlib.tasks import get_task
 from ganlib.tasks.base import Task
@@ -49,17 +50,19 @@ class RunSpec:
 
     train: TrainConfig
     seed: int
-    shards: str  # absolute path of the shard directory (workers run in another cwd)
+    shards: str  # the shard root: an absolute path (workers run in another cwd) or a URL
     identity: str  # hash of what makes two runs the same run; see ganlib.training.run
     task: str = "generation"  # a name of ganlib.tasks.TASKS
     task_cfg: InpaintingConfig | TranslationConfig | None = None  # the task's own section
     mlflow_uri: str | None = None
     mlflow_run_id: str | None = None
-    probe_dir: str | None = None  # featurize outputs: report an in-training probe of G_ema
+    # featurize outputs (a path or a URL): report an in-training probe of G_ema
+    probe_dir: str | None = None
     probe_fakes: int = 500  # images per probe
     fail_at_step: int | None = None  # tests: the last rank dies once at this step
     fail_marker: str | None = None  # file that makes the injected failure happen only once
     poison_at_step: int | None = None  # tests: G's weights turn NaN in this step's update
+    cache_dir: str | None = None  # storage.cache_dir: node-local copies of remote shards
 
 
 class DataCursor:
@@ -150,7 +153,13 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     rank, world = session.rank, session.world_size
     if device.type == "cpu":
         torch.set_num_threads(cfg.cpus_per_worker)
-    info = dataset_info(spec.shards)
+    try:
+        info = dataset_info(spec.shards)
+    except GanlibError as exc:  # the driver read them: this node does not see them
+        raise GanlibError(
+            f"cannot read the shards the driver checked: {exc}; on a cluster whose nodes share "
+            "no disk, set storage.root (README: Running on a Ray cluster)"
+        ) from None
     B = cfg.batch_size
 
     # -- models and state: the same initial weights on every rank ------------------------------
@@ -185,6 +194,7 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
         return ShardLoader(
             spec.shards, batch_size=batch_size, rank=rank, world_size=world,
             num_workers=workers, seed=spec.seed, unpaired=task.unpaired(spec.task_cfg),
+            block=cfg.loader_block, cache_dir=spec.cache_dir,
         )  # fmt: skip
 
     def first_batch(n: int) -> dict[str, Any]:  # the first train samples of epoch 0
@@ -220,7 +230,7 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     probe = None
     if rank == 0 and spec.probe_dir is not None:
         probe = task.make_probe(
-            spec.task_cfg, Path(spec.probe_dir), Path(spec.shards), spec.probe_fakes, spec.seed
+            spec.task_cfg, local_copy(spec.probe_dir), spec.shards, spec.probe_fakes, spec.seed
         )
 
     def snapshot() -> dict[str, Any]:
@@ -351,6 +361,20 @@ def train(spec: RunSpec, session: Session) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def local_copy(location: str) -> Path:
+    """A directory to read ``location`` from on this node: itself when it is a path, else a
+    download into a temporary directory (a featurize extractor that the driver staged)."""
+    from ganlib import storage
+
+    if not storage.is_url(location):
+        return Path(location)
+    import tempfile
+
+    local = Path(tempfile.mkdtemp(prefix="ganlib-"))
+    storage.copy_tree(location, local)
+    return local
+
+
 def apply_schedule(cfg: TrainConfig, kimg: float, ctx: StepContext) -> dict[str, float]:
     """Set this step's scheduled values (``train.schedule``) on the optimisers and the step's
     knobs; returns them (``{}`` without a schedule). Both optimisers follow ``lr``."""
@@ -405,9 +429,9 @@ class _Tracker:
     def __init__(self, spec: RunSpec):
         self.client = None
         if spec.mlflow_uri and spec.mlflow_run_id:
-            from mlflow.tracking import MlflowClient
+            from ganlib.tracking import worker_client
 
-            self.client = MlflowClient(tracking_uri=spec.mlflow_uri)
+            self.client = worker_client(spec.mlflow_uri)
         self.run_id = spec.mlflow_run_id
 
     def log_metrics(self, row: dict[str, float], step: int) -> None:

@@ -61,7 +61,7 @@ def probe_images(shards: str | Path, field: str, n: int) -> tuple[Tensor, list[s
     for split in ("val", "train"):
         images, keys = [], []
         try:
-            for batch in iter_split(Path(shards), split, PROBE_BATCH, fields=(field,)):
+            for batch in iter_split(shards, split, PROBE_BATCH, fields=(field,)):
                 images.append(batch[BATCH_NAMES[field]])
                 keys += batch["key"]
                 if len(keys) >= n:

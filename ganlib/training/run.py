@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from ganlib import tracking
-from ganlib.artifacts import generator_from_checkpoint
+from ganlib import storage, tracking
+from ganlib.artifacts import export_generator, generator_from_checkpoint
 from ganlib.config import Params, flatten, to_dict
-from ganlib.data.shards import dataset_info
+from ganlib.data.shards import MANIFEST, dataset_info
 from ganlib.errors import GanlibError, Interrupted
 from ganlib.grid import save_grid
 from ganlib.tasks import get_task
@@ -27,18 +27,26 @@ from ganlib.training.distributed import fit
 from ganlib.training.loop import RunSpec, history_columns
 
 SHARDS = Path("data/shards")
-RUNS = Path("runs")
+# The train stage's outs, relative to the project (and to a run's outputs/ directory)
+GENERATOR = Path("models/generator")
+TRAIN_OUTS = Path("train")
 
 
 @dataclass(frozen=True)
 class TrainResult:
     state: dict[str, Any]  # the final checkpoint
     summary: dict[str, Any]  # what train/summary.json holds
+    run_dir: str = ""  # the run's Ray storage (a path or a URL); outputs/ under it
 
 
-def preflight(params: Params, project: Path, *, local: bool) -> dict[str, Any]:
-    """Every check that can fail, before Ray starts; returns the dataset info."""
+def preflight(
+    params: Params, project: Path, *, local: bool, shards: str | None = None
+) -> dict[str, Any]:
+    """Every check that can fail, before Ray starts; returns the dataset info. ``shards`` is
+    the shard root to train on (a path or a URL), ``project/data/shards`` by default."""
     cfg = params.train
+    if params.storage.root:
+        storage.check_root(params.storage.root)
     if local:
         cpus = os.cpu_count() or 1
         if cfg.num_workers * cfg.cpus_per_worker > cpus:
@@ -47,8 +55,8 @@ def preflight(params: Params, project: Path, *, local: bool) -> dict[str, Any]:
                 f"need {cfg.num_workers * cfg.cpus_per_worker} CPUs, this machine has {cpus}; "
                 "lower train.num_workers"
             )
-    shards = project / SHARDS
-    if not (shards / "manifest.parquet").is_file():
+    shards = shards or str(project / SHARDS)
+    if storage.file_type(storage.join(shards, MANIFEST)).name != "File":
         raise GanlibError(f"{shards}: missing shards; run `dvc repro shard` first")
     info = dataset_info(shards, params.data)  # shards of these data params
     task = get_task(params.task)
@@ -64,9 +72,10 @@ def preflight(params: Params, project: Path, *, local: bool) -> dict[str, Any]:
     return info
 
 
-def data_fingerprint(shards: Path) -> str:
-    """The manifest's hash: it lists every sample's key, split and sha256."""
-    return hashlib.sha256((shards / "manifest.parquet").read_bytes()).hexdigest()
+def data_fingerprint(shards: str | Path) -> str:
+    """The manifest's hash: it lists every sample's key, split and sha256 (the same for a
+    local shard root and its published copy)."""
+    return storage.sha256_of(storage.join(shards, MANIFEST))
 
 
 def run_identity(params: Params, data_fingerprint: str) -> str:
@@ -87,21 +96,29 @@ def train_run(
     params: Params,
     project: Path,
     *,
+    shards: str | None = None,
     probe_dir: Path | None = None,
     fail_at_step: int | None = None,
 ) -> TrainResult:
     """Train with Ray Train as ``params`` say, logging to MLflow; resumes an interrupted run.
-    With ``probe_dir`` (the featurize stage's extractor), checkpoints also report an FID."""
+    ``shards`` is the shard root (a path or a URL; ``project/data/shards`` by default). With
+    ``probe_dir`` (the featurize stage's extractor), checkpoints also report an FID. Ray's
+    storage is ``{storage.root}/runs`` (``project/runs`` without a root)."""
     import ray
 
     project = project.resolve()
     joining = ray.is_initialized() or bool(os.environ.get("RAY_ADDRESS"))
-    info = preflight(params, project, local=not joining)
+    shards = shards or str(project / SHARDS)
+    info = preflight(params, project, local=not joining, shards=shards)
     cfg, task = params.train, get_task(params.task)
-    shards = project / SHARDS
     identity = run_identity(params, data_fingerprint(shards))
     name = f"train-{identity[:12]}"
-    storage = project / RUNS
+    runs = storage.runs_location(params.storage.root, project)
+    run_dir = storage.join(runs, name)
+    if probe_dir is not None and storage.is_url(runs):  # ranks on other nodes read it there
+        staged = storage.join(run_dir, "extractor")
+        storage.copy_tree(probe_dir, staged)
+        probe_dir = staged
 
     mlflow = tracking.client(params.mlflow, project)
     exp = tracking.experiment_id(mlflow, params.mlflow.experiment, project)
@@ -118,26 +135,27 @@ def train_run(
             }
         ),  # fmt: skip
         tags={"ganlib.stage": "train", "ganlib.identity": identity},
-        resume_file=storage / name / "mlflow_run_id",
+        resume_file=storage.join(run_dir, "mlflow_run_id"),
     )
     spec = RunSpec(
         train=cfg,
         seed=params.seed,
         task=params.task,
         task_cfg=task.config(params),
-        shards=str(shards),
+        shards=shards if storage.is_url(shards) else str(Path(shards).resolve()),
         identity=identity,
         mlflow_uri=tracking.resolve_uri(params.mlflow.tracking_uri, project),
         mlflow_run_id=run_id,
-        probe_dir=str(probe_dir.resolve()) if probe_dir is not None else None,
+        probe_dir=_absolute(probe_dir) if probe_dir is not None else None,
         fail_at_step=fail_at_step,
-        fail_marker=str(storage / name / "injected_failure") if fail_at_step else None,
+        fail_marker=str(project / "runs" / name / "injected_failure") if fail_at_step else None,
+        cache_dir=params.storage.cache_dir or None,
     )
     t0 = time.perf_counter()
     try:  # from here on, the MLflow run ends FAILED or KILLED if the stage does not finish
         if not ray.is_initialized():
             start_ray()
-        state, last = fit(spec, storage=storage, name=name)
+        state, last = fit(spec, storage=runs, name=name)
     except (Interrupted, KeyboardInterrupt):
         mlflow.set_terminated(run_id, status="KILLED")
         raise
@@ -155,7 +173,35 @@ def train_run(
         text = value if isinstance(value, str) else json.dumps(value)
         mlflow.set_tag(run_id, f"ganlib.runtime.{key}", text)
     mlflow.set_terminated(run_id)
-    return TrainResult(state=state, summary=summary)
+    return TrainResult(state=state, summary=summary, run_dir=run_dir)
+
+
+def _absolute(location: str | Path) -> str:
+    return str(location) if storage.is_url(location) else str(Path(location).resolve())
+
+
+def save_outputs(result: TrainResult, params: Params, project: Path) -> str:
+    """Write the train stage's outs into ``project`` (``models/generator/``, ``train/history.csv``,
+    ``train/samples.png``, ``train/summary.json``), log them to the run's MLflow run
+    (``generator/``, ``train/``), and with a ``storage.root`` copy them to the run's storage,
+    ``{run}/outputs/``, where any machine finds them. Returns where the outputs are."""
+    project = Path(project)
+    export_generator(result.state, project / GENERATOR)
+    write_history(result.state["history"], project / TRAIN_OUTS / "history.csv")
+    write_samples(result.state, project / TRAIN_OUTS / "samples.png")
+    summary = json.dumps(result.summary, indent=2, sort_keys=True)
+    (project / TRAIN_OUTS / "summary.json").write_text(summary + "\n")
+    run_id = result.summary["mlflow_run_id"]
+    mlflow = tracking.client(params.mlflow, project)
+    mlflow.log_artifacts(run_id, str(project / GENERATOR), artifact_path="generator")
+    for name in ("history.csv", "samples.png", "summary.json"):
+        mlflow.log_artifact(run_id, str(project / TRAIN_OUTS / name), artifact_path="train")
+    if not params.storage.root:
+        return str(project)
+    outputs = storage.join(result.run_dir, "outputs")
+    storage.copy_tree(project / GENERATOR, storage.join(outputs, GENERATOR.as_posix()))
+    storage.copy_tree(project / TRAIN_OUTS, storage.join(outputs, TRAIN_OUTS.as_posix()))
+    return outputs
 
 
 def start_ray() -> None:

@@ -2,7 +2,6 @@
 indexed reads: each sample read once, flat memory, clear errors for mismatched shards."""
 
 import hashlib
-import os
 import tracemalloc
 
 import numpy as np
@@ -170,30 +169,29 @@ def test_iter_split_reads_every_sample_once_in_manifest_order(roots):
         torch.testing.assert_close(last["image"][-1], want)
 
 
-def test_each_sample_is_read_once_per_epoch_and_a_batch_needs_only_its_own_reads(
-    roots, monkeypatch
-):
+def test_a_batch_is_fetched_in_merged_requests_that_cover_exactly_its_samples(roots):
+    """Each batch's byte ranges are sorted and neighbours in a shard merged into one request;
+    every sample of the batch lies in exactly one request, and far-apart ranges (or ranges of
+    other shards) are never merged."""
+    from ganlib.data.loader import MERGE_GAP, _read_split, _ShardReader, merge_ranges
+
+    spans = [(0, 5000, 100), (0, 0, 100), (1, 0, 100), (0, 700, 50), (0, 5000 + 10**6, 10)]
+    merged = merge_ranges(spans, gap=1024)
+    assert merged == [[0, 0, 750, [1, 3]], [0, 5000, 5100, [0]], [0, 1005000, 1005010, [4]],
+                      [1, 0, 100, [2]]]  # fmt: skip
+    assert sorted(i for m in merged for i in m[3]) == list(range(len(spans)))
+    assert len(merge_ranges(spans, gap=0)) == 5  # nothing adjacent: no merge
+
     root = roots(3)
+    data = _read_split(root, "train")
+    rows = np.arange(12)  # 12 neighbours, in 3 shards of 16 samples
+    with _ShardReader(data, gap=MERGE_GAP) as reader:  # object storage's gap, on local files
+        pngs = reader.read_many([(int(r), 0) for r in rows])
+        assert reader.requests == len({int(data.shard_ids[r]) for r in rows}) < len(rows)
     sha = dict(
         zip(*read_manifest(root).select(["key", "sha256"]).to_pydict().values(), strict=True)
     )
-    reads = []  # sha256 of every os.pread result, in order
-    pread = os.pread
-
-    def counting(fd, n, offset):
-        data = pread(fd, n, offset)
-        reads.append(hashlib.sha256(data).hexdigest())
-        return data
-
-    monkeypatch.setattr(os, "pread", counting)
-    batches = run_epoch(root, world_size=2, workers=0, epoch=2)
-    seen = [k for rank in batches for b in rank for k in b]
-    assert reads == [sha[k] for k in seen]  # one read per sample, in batch order
-
-    reads.clear()
-    loader = ShardLoader(root, batch_size=BATCH, rank=1, world_size=2, num_workers=0, seed=0)
-    first = next(iter(loader))
-    assert reads == [sha[k] for k in first["key"]]
+    assert [hashlib.sha256(p).hexdigest() for p in pngs] == [sha[data.key(r)] for r in rows]
 
 
 def tiny_samples(n: int):

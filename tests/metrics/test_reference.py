@@ -76,3 +76,26 @@ def test_protocol_card_and_hash(tmp_path):
     assert protocol_hash(protocol_card(meta, **{**args, "num_fake": 999})) != h
     classifier_meta = {**meta, "kind": "classifier", "feature_dim": 128}
     assert "note" not in protocol_card(classifier_meta, **args)
+
+
+def test_streaming_reference_keeps_the_same_subset_and_statistics(tmp_path, digit_shards):
+    """featurize's streaming reference (running sums, only the kept features) stores what the
+    all-in-memory one does: the same seeded rows, the same mean and covariance of all N."""
+    from ganlib.data.loader import iter_split
+    from ganlib.metrics.extractors import random_extractor
+    from ganlib.metrics.reference import compute_outputs, reference_from_batches, save_reference
+
+    extractor = random_extractor(channels=1, resolution=32, seed=0)
+
+    def batches():
+        return (b["image"] for b in iter_split(digit_shards, "train", 50))
+
+    features, probs = compute_outputs(extractor, batches())
+    whole = save_reference(tmp_path / "a.npz", features, probs, max_samples=100, seed=3)
+    streamed = reference_from_batches(
+        extractor, batches(), len(features), tmp_path / "b.npz", max_samples=100, seed=3
+    )
+    assert streamed.num_samples == whole.num_samples == len(features) > 100
+    np.testing.assert_array_equal(streamed.features, whole.features)
+    np.testing.assert_allclose(streamed.mu, whole.mu, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(streamed.sigma, whole.sigma, rtol=1e-8, atol=1e-10)

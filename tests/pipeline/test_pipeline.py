@@ -274,24 +274,44 @@ def test_train_without_shards_says_what_to_run(bare):
     assert "run `dvc repro shard` first" in result.stderr
 
 
-def test_exp_run_registers_a_worse_generator_as_challenger(project):
-    """Runs last: `dvc exp run` changes the project's outputs and registry. A 2-step
-    generator is registered beside the champion and takes only `challenger` (that a better
-    one takes `champion`, under any interleaving, is tests/test_registry.py's on a real
-    registry; the task pipelines below register their first champion)."""
+def test_exp_run_of_r3gan_registers_a_worse_generator_as_challenger(project):
+    """Runs last: `dvc exp run` changes the project's outputs and registry. `-S
+    train.arch=r3gan` (its cpu preset) re-runs the sweep over the family, trains, evaluates
+    and registers it; its 2-step generator goes beside the champion and takes only
+    `challenger` (that a better one takes `champion`, under any interleaving, is
+    tests/test_registry.py's on a real registry; the task pipelines below register their first
+    champion)."""
     assert sh(project, "git", "add", "-A").returncode == 0
     who = ("-c", "user.name=ganlib", "-c", "user.email=ganlib@example.com")
     commit = sh(project, "git", *who, "commit", "-qm", "base")
     assert commit.returncode == 0, commit.stderr
     client = mlflow_client(project)
     first = json.loads((project / "train/summary.json").read_text())["mlflow_run_id"]
+    # Steps and logging are not the sweep's: changing them re-runs train, not tune.
+    set_params(project, "train", steps=3)
+    dry = sh(project, str(BIN / "dvc"), "repro", "--dry")
+    assert "Running stage 'train'" in dry.stdout and "Running stage 'tune'" not in dry.stdout
+    assert sh(project, "git", "checkout", "params.yaml").returncode == 0
 
-    worse = sh(project, str(BIN / "dvc"), "exp", "run", "-S", "train.steps=2")
+    worse = sh(project, str(BIN / "dvc"), "exp", "run", "-S", "train.arch=r3gan", "-S",
+               "train.steps=2")  # fmt: skip
     assert worse.returncode == 0, worse.stdout[-3000:] + worse.stderr[-3000:]
-    assert "Running stage 'tune'" not in worse.stdout  # steps do not change the sweep
+    assert "Running stage 'tune'" in worse.stdout  # the sweep trains the family it tunes
+    best = yaml.safe_load((project / "tune/best.yaml").read_text())
+    assert best_run(client, best).data.params["train.arch"] == "r3gan"
+    trials = pq.read_table(project / "tune/trials.parquet").to_pylist()
+    assert len(trials) == 2 and {t["status"] for t in trials} <= {"completed", "stopped"}
+    config = json.loads((project / "models/generator/config.json").read_text())
+    assert config["arch"] == "r3gan" and config["step"] == 2
     record = json.loads((project / "register/model.json").read_text())
     assert (record["version"], record["alias"]) == (2, "challenger")
     assert int(client.get_model_version_by_alias("ganlib-digits", "champion").version) == 1
-    assert json.loads((project / "train/summary.json").read_text())["mlflow_run_id"] != first
+    run = client.get_run(json.loads((project / "train/summary.json").read_text())["mlflow_run_id"])
+    assert run.info.run_id != first and run.data.params["train.arch"] == "r3gan"
     roles = [client.get_model_version("ganlib-digits", v).tags["role"] for v in ("1", "2")]
     assert roles == ["champion", "challenger"]
+    out = sh(project, str(BIN / "ganlib"), "sample", "--model", "models:/ganlib-digits/2",
+             "-n", "3", "--out", "r3gan.npy")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    images = np.load(project / "r3gan.npy")
+    assert images.shape == (3, 32, 32, 1) and images.dtype == np.uint8

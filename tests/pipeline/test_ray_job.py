@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,16 +12,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_project
+from tests.conftest import copy_project, free_port
 from tests.pipeline.test_pipeline import SMALL_TRAIN, set_params
 
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def submit(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
+    """Run ``ray job submit ...``, again while the head's job agent is not registered yet (a
+    few seconds after `ray start`)."""
+    for _ in range(30):
+        job = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent" not in job.stderr:
+            break
+        time.sleep(2)
+    return job
 
 
 @pytest.fixture()
@@ -65,11 +69,7 @@ def test_ray_job_submit_trains_and_writes_outputs(ray_head, tmp_path):
         "--", "python", "-m", "pipeline.train", "--project", str(project),
     ]  # fmt: skip
     t0 = time.time()
-    for _ in range(30):  # the head's job agent may register a few seconds after `ray start`
-        job = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        if "No available agent" not in job.stderr:
-            break
-        time.sleep(2)
+    job = submit(cmd, env)
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
     assert "succeeded" in job.stdout.lower(), job.stdout[-4000:]
     # outputs land in the --project directory, not in the job's uploaded copy

@@ -169,6 +169,28 @@ def test_a_truncated_latest_checkpoint_resumes_from_the_one_before(
     assert "no checkpoint left; the run starts over" in err
 
 
+def test_checkpoints_and_shards_on_s3_resume_by_name(ray_local, digit_shards, s3, tmp_path):
+    """Ray Train's storage on a real S3 server (moto) and the shards read from there: a run
+    resumes by name from its S3 checkpoints; a rank that cannot read the shards says so."""
+    from ganlib import storage
+    from ganlib.data.publish import publish_shards
+    from ganlib.training.distributed import RAY_SNAPSHOT
+
+    root = s3.url(s3.bucket("ray-train") + "/project")
+    url = publish_shards(digit_shards, root)["url"]
+    runs = storage.join(root, "runs")
+    fit(spec_for(url, steps=3), storage=runs, name="s3run")
+    state, _ = fit(spec_for(url, steps=6), storage=runs, name="s3run")
+    assert state["step"] == 6 and state["resumed_from"] == [3]
+    assert storage.file_type(storage.join(runs, "s3run", RAY_SNAPSHOT)).name == "File"
+    # A rank that cannot read them raises this in its process, which the driver's line
+    # carries as "rank R: <message>" (test_a_workers_own_error_is_the_stages_line); checked
+    # here in one process, without another Ray run.
+    gone = storage.join(root, "shards", "0" * 64)
+    with pytest.raises(GanlibError, match=r"cannot read the shards the driver checked: .*000/"):
+        train(spec_for(gone), LocalSession(tmp_path, device="cpu"))
+
+
 def test_a_workers_own_error_is_the_stages_line(ray_local, digit_shards, tmp_path):
     spec = dataclasses.replace(spec_for(digit_shards), probe_dir=str(tmp_path / "no-extractor"))
     with pytest.raises(GanlibError, match=r"after 0 restarts: rank 0: .*no-extractor") as err:

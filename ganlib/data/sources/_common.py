@@ -38,9 +38,19 @@ class Source:
     classes: list[str] | None  # class names indexed by label; None when unnamed or unlabelled
     total: int | None  # how many items an iteration yields, when cheaply known (progress bars)
     items: Callable[[], Iterator[Sample | Skipped]] = field(repr=False)
+    # The same items as picklable zero-argument callables (plus ready Skipped), in the same
+    # order, for a process pool to decode (imagefolder); None: items() is all there is.
+    tasks: Callable[[], Iterator[Callable[[], Sample | Skipped] | Skipped]] | None = field(
+        default=None, repr=False
+    )
 
     def __iter__(self) -> Iterator[Sample | Skipped]:
         return self.items()
+
+    def lazy(self) -> Iterator[Sample | Skipped | Callable[[], Sample | Skipped]]:
+        """What a parallel writer maps over: the tasks when the source has them, else the
+        items themselves."""
+        return self.tasks() if self.tasks is not None else self.items()
 
 
 def make_key(*parts: str) -> str:

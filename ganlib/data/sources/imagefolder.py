@@ -62,7 +62,12 @@ def open_imagefolder(cfg: DataConfig) -> Source:
         plan = partial(_folder_plan, root, classes or [])
     # Listing is cheap next to decoding, and this makes total match what iteration yields.
     total = sum(1 for _ in plan())
-    return Source(classes=classes, total=total, items=partial(_run_plan, plan, cfg))
+    return Source(
+        classes=classes,
+        total=total,
+        items=partial(_run_plan, plan, cfg),
+        tasks=partial(_plan_tasks, plan, cfg),
+    )
 
 
 def _class_names(root: Path) -> list[str] | None:
@@ -193,6 +198,13 @@ def _run_plan(
 ) -> Iterator[Sample | Skipped]:
     for item in plan():
         yield _load_task(item, cfg) if isinstance(item, _Task) else item
+
+
+def _plan_tasks(
+    plan: Callable[[], Iterator[_Task | Skipped]], cfg: DataConfig
+) -> Iterator[Callable[[], Sample | Skipped] | Skipped]:
+    for item in plan():
+        yield partial(_load_task, item, cfg) if isinstance(item, _Task) else item
 
 
 def _load_task(task: _Task, cfg: DataConfig) -> Sample | Skipped:
