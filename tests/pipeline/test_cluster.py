@@ -76,12 +76,18 @@ def cluster(s3, tmp_path):
         "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp}",
     ]  # fmt: skip
     hidden = " ".join(f"'{p}'" for p in (project, ROOT))
+    # A node has the Python environment, not the project: when the environment lies inside
+    # this checkout (.ci/run's .venv), it is bound aside and back over the emptied checkout.
+    venv, keep = Path(sys.prefix), Path(temp, "env")
+    inside = ROOT in venv.parents
+    aside = f"mkdir -p '{keep}' && mount --bind '{venv}' '{keep}' || exit 5; " if inside else ""
+    back = f"mkdir -p '{venv}' && mount --bind '{keep}' '{venv}' || exit 6; " if inside else ""
     # an empty tmpfs over each path, checked empty, then the node (its processes keep the view)
     second = (
-        f'for p in {hidden}; do mount -t tmpfs none "$p" || exit 3; '
+        f'{aside}for p in {hidden}; do mount -t tmpfs none "$p" || exit 3; '
         '[ -z "$(ls -A "$p")" ] || exit 4; done; '
-        f"exec '{BIN / 'ray'}' start --address=127.0.0.1:{port} --node-ip-address=127.0.0.1 "
-        "--num-cpus=1 --disable-usage-stats"
+        f"{back}exec '{BIN / 'ray'}' start --address=127.0.0.1:{port} "
+        "--node-ip-address=127.0.0.1 --num-cpus=1 --disable-usage-stats"
     )
     try:
         subprocess.run(head, env=env, check=True, capture_output=True, timeout=300)
