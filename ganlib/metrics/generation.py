@@ -88,9 +88,10 @@ def fid_to_features(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray) -> 
         return fid_from_stats(mu, sigma, *mean_cov(x))
     if mu.shape != (d,) or sigma.shape != (d, d):
         raise ValueError(f"shapes differ: mu {mu.shape}, sigma {sigma.shape}, features {x.shape}")
-    b = (x - x.mean(axis=0)) / np.sqrt(n - 1)  # [N, D]
+    mean = x.mean(axis=0)  # [D]
+    b = (x - mean) / np.sqrt(n - 1)  # [N, D]
     eig = np.linalg.eigvalsh(b @ sigma @ b.T)  # [N], the spectrum of S1 S2 without its zeros
-    diff = mu - x.mean(axis=0)
+    diff = mu - mean
     value = diff @ diff + np.trace(sigma) + np.sum(b * b) - 2 * np.sqrt(eig.clip(min=0)).sum()
     return {"fid": float(value)}
 
