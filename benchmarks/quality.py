@@ -3,7 +3,7 @@ DCGAN recipe, ganlib's default, the ResNet family and R3GAN (with its relativist
 R1 + R2, and without them).
 
 Every recipe trains in one process on the project's shards for ``--budget-s`` seconds of
-compute (CPU time over the torch threads, which equals wall-clock time on a quiet machine
+compute (CPU time over the torch threads, which tracks wall-clock time on a quiet machine
 and is not shortened by other work on it) and is
 measured by the evaluate stage's code under one protocol card (the project's featurize
 outputs and ``eval:`` params), next to the real-vs-real floor. Prints one JSON object.
@@ -73,8 +73,8 @@ def train_for(cfg, family, seconds: float, seed: int, storage: Path) -> tuple[di
         )  # fmt: skip
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only
             train(spec, session)
-    spent = {"train_s": time.perf_counter() - t0, "compute_s": compute_seconds() - c0}
-    return session.load_latest(), spent, steps
+    times = {"train_s": time.perf_counter() - t0, "compute_s": compute_seconds() - c0}
+    return session.load_latest(), times, steps
 
 
 def main() -> None:
@@ -128,14 +128,14 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ganlib-quality-"))
     for name, cfg in recipes.items():
         family = params.r3gan if cfg.arch == "r3gan" else None
-        state, spent, steps = train_for(cfg, family, args.budget_s, params.seed, tmp / name)
+        state, times, steps = train_for(cfg, family, args.budget_s, params.seed, tmp / name)
         gen = export_generator(state, tmp / name / "generator")
         metrics = evaluate_generator(
             gen, SHARDS, FEATURIZE, params.eval, seed=params.seed, out=tmp / name / "eval"
         )
         out[name] = {
             "steps": steps,
-            **{k: round(v, 1) for k, v in spent.items()},
+            **{k: round(v, 1) for k, v in times.items()},
             "config": {
                 k: getattr(cfg, k) for k in ("arch", "loss", "r1_gamma", "r2", "lr_g", "ema_kimg")
             },
