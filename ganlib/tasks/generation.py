@@ -66,6 +66,8 @@ class GenerationStep(TaskStep):
         B, device = cfg.batch_size, ctx.device
         gamma = ctx.knobs["gamma"]
         r1_due = gamma > 0 and step % cfg.r1_every == 0
+        # the D pass whose backward all-reduces (ctx.d_pass): real, fake, gp, r1, r2 in turn
+        last = "r2" if r1_due and cfg.r2 else "r1" if r1_due else "gp" if cfg.gp_weight else "fake"
 
         # -- D phase: real, then detached fake; each forward followed by its own backward ----
         self._train_d()
@@ -76,26 +78,30 @@ class GenerationStep(TaskStep):
             with torch.no_grad(), ctx.autocast:
                 fake = G_c(z, y).to(real.dtype)  # [B, C, H, W]; unwrapped G: no grads, no DDP
             ctx.opt_D.zero_grad(set_to_none=True)
-            with ctx.autocast:
-                real_logits = D_ddp_c(augment(real), y).float()  # [B]
-            loss_D = self._d_backward(loss_fns.d_real(real_logits))
-            with ctx.autocast:
-                fake_logits = D_ddp_c(augment(fake), y).float()  # [B]
-            loss_D = loss_D + self._d_backward(loss_fns.d_fake(fake_logits))
+            with ctx.d_pass("D", last=False):
+                with ctx.autocast:
+                    real_logits = D_ddp_c(augment(real), y).float()  # [B]
+                loss_D = self._d_backward(loss_fns.d_real(real_logits))
+            with ctx.d_pass("D", last=last == "fake"):
+                with ctx.autocast:
+                    fake_logits = D_ddp_c(augment(fake), y).float()  # [B]
+                loss_D = loss_D + self._d_backward(loss_fns.d_fake(fake_logits))
             # -- D regularisers, each with its own forward and backward, eager and in fp32 (a
             # double backward: no torch.compile, no autocast). "0 * logits" puts
             # every D parameter in the graph: DDP fails when a backward leaves some without a
             # gradient (the last bias does not touch the input gradient) - as in StyleGAN2-ADA.
             if cfg.gp_weight > 0:  # WGAN-GP on interpolates of real and fake
-                x_hat = losses.interpolate(real, fake)
-                gp_logits = D_ddp(x_hat, y).float()
-                gp = losses.gradient_penalty(gp_logits, x_hat)
-                (cfg.gp_weight * gp + 0 * gp_logits.sum()).backward()
+                with ctx.d_pass("D", last=last == "gp"):
+                    x_hat = losses.interpolate(real, fake)
+                    gp_logits = D_ddp(x_hat, y).float()
+                    gp = losses.gradient_penalty(gp_logits, x_hat)
+                    (cfg.gp_weight * gp + 0 * gp_logits.sum()).backward()
             if r1_due:  # lazy R1 on real images
-                real_r1 = real.detach().requires_grad_(True)
-                r1_logits = D_ddp(augment(real_r1), y).float()
-                r1 = losses.r1_penalty(r1_logits, real_r1)
-                (gamma / 2 * cfg.r1_every * r1 + 0 * r1_logits.sum()).backward()
+                with ctx.d_pass("D", last=last == "r1"):
+                    real_r1 = real.detach().requires_grad_(True)
+                    r1_logits = D_ddp(augment(real_r1), y).float()
+                    r1 = losses.r1_penalty(r1_logits, real_r1)
+                    (gamma / 2 * cfg.r1_every * r1 + 0 * r1_logits.sum()).backward()
             if r1_due and cfg.r2:  # and R2 on the fakes, with its own forward
                 fake_r2 = fake.detach().requires_grad_(True)
                 r2_logits = D_ddp(augment(fake_r2), y).float()

@@ -328,10 +328,11 @@ class CycleGANStep(TaskStep):
         D_ddp = {name: ctx.compiled(m) for name, m in ctx.D_ddp.items()}
         for name, real, fake in (("D_A", a, out.fake_a), ("D_B", b, out.fake_b)):
             pooled = self.pools[name[-1]].query(fake)
-            with ctx.autocast:
-                loss_real, logits[f"{name}_real"] = self.losses.d_real(D_ddp[name], real)
-            # The reference halves each D's loss: D learns slower than G.
-            loss_D = loss_D + self._d_backward(0.5 * loss_real.float())
+            with ctx.d_pass(name, last=False):
+                with ctx.autocast:
+                    loss_real, logits[f"{name}_real"] = self.losses.d_real(D_ddp[name], real)
+                # The reference halves each D's loss: D learns slower than G.
+                loss_D = loss_D + self._d_backward(0.5 * loss_real.float())
             with ctx.autocast:
                 loss_fake, logits[f"{name}_fake"] = self.losses.d_fake(D_ddp[name], pooled)
             loss_D = loss_D + self._d_backward(0.5 * loss_fake.float())

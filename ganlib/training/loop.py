@@ -7,6 +7,8 @@ DDP notes (see FIELD_NOTES): G and D have separate DDP wrappers. Every D forward
 R1, gradient penalty) is followed by its own backward: two forwards before one backward make
 DDP either fail ("Expected to have finished reduction") or, with gloo, silently reduce
 different gradients on each rank; it also avoids the CUDA BatchNorm + DDP in-place error.
+The passes before a D update's last backward run under ``no_sync`` (``StepContext.d_pass``):
+their gradients accumulate locally and are all-reduced once, by the last backward.
 Real and fake go through D separately, so D's BatchNorm sees real-only and fake-only
 batches in the D phase and fake-only ones in the G phase, as in DCGAN (one forward on
 ``cat([real, fake])`` would give D a different function in each phase). D's BatchNorm

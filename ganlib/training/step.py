@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ganlib import losses
 from ganlib.config import TrainConfig
@@ -65,6 +66,17 @@ class StepContext:
         """A batch tensor on the device, in the run's memory format."""
         return self.fast.to_device(x)
 
+    def d_pass(self, name: str, *, last: bool) -> contextlib.AbstractContextManager:
+        """Around one D forward and its backward in a D update: DDP all-reduces D ``name``'s
+        gradients only at the update's last backward. The passes before it run under
+        ``no_sync`` and accumulate locally; the last one reduces the sum, whose average over
+        ranks is the sum of the per-pass averages: one all-reduce per D update, not one per
+        pass."""
+        D_ddp = self.D_ddp[name]
+        if last or not isinstance(D_ddp, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return D_ddp.no_sync()
+
 
 class TaskStep:
     """One training step of a task; see the module docstring."""
@@ -99,9 +111,10 @@ class TaskStep:
         self._train_d()
         ctx.opt_D.zero_grad(set_to_none=True)
         D_ddp = ctx.compiled(ctx.D_ddp["D"])
-        with ctx.autocast:
-            loss_real, real_logits = real_loss(D_ddp)
-        loss_D = self._d_backward(loss_real.float())
+        with ctx.d_pass("D", last=False):
+            with ctx.autocast:
+                loss_real, real_logits = real_loss(D_ddp)
+            loss_D = self._d_backward(loss_real.float())
         with ctx.autocast:
             loss_fake, fake_logits = fake_loss(D_ddp)
         loss_D = loss_D + self._d_backward(loss_fake.float())

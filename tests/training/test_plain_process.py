@@ -40,15 +40,25 @@ CHILD = textwrap.dedent(
     cfg = TrainConfig(width=8, z_dim=8, batch_size=8, steps=3, ckpt_every=3, log_every=1,
                       sample_every=3, num_workers=1)
     session = ProcessGroupSession(tmp / "run", device="cpu")
-    wrapped = []
-    prepare = session.prepare
-    session.prepare = lambda m, **kw: wrapped.append(prepare(m, **kw)) or wrapped[-1]
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+    wrapped, reduced = [], []
+
+    def prepare(module, **kw):  # each DDP wrapper counts the all-reduces of its gradients
+        wrapped.append(session_prepare(module, **kw))
+        reduced.append([])
+        calls = reduced[-1]
+        hook = lambda _, bucket: calls.append(1) or allreduce_hook(None, bucket)
+        wrapped[-1].register_comm_hook(None, hook)
+        return wrapped[-1]
+
+    session_prepare, session.prepare = session.prepare, prepare
     out = train(RunSpec(train=cfg, seed=0, shards=str(tmp / "shards"), identity="plain"), session)
     runtime = session.load_latest()["runtime"]
     session.close()
     print(json.dumps({
         "step": out["step"], "runtime": runtime,
         "ddp": all(isinstance(m, DistributedDataParallel) for m in wrapped) and len(wrapped),
+        "all_reduces": [len(c) for c in reduced],
         "loaded": sorted(m for m in BLOCKED if m in sys.modules),
     }))
     """
@@ -65,5 +75,8 @@ def test_the_core_trains_without_ray_mlflow_dvc_or_webdataset(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["step"] == 3 and out["loaded"] == []
     assert out["ddp"] == 2  # G and D, each in its own DDP wrapper
+    # one all-reduce of G's and one of D's gradients per step (tiny models: one bucket each);
+    # D's real pass runs under no_sync, its fake pass reduces both
+    assert out["all_reduces"] == [3, 3]
     runtime = out["runtime"]
     assert (runtime["backend"], runtime["world_size"], runtime["device"]) == ("gloo", 1, "cpu")
