@@ -21,11 +21,21 @@ import pipeline.publish
 import pipeline.shard
 from tests.conftest import ROOT, copy_project, free_port
 from tests.pipeline.test_pipeline import set_params
-from tests.pipeline.test_ray_job import submit
 
 BIN = Path(sys.executable).parent
 TINY = {"steps": 2, "width": 8, "z_dim": 16, "batch_size": 8, "ckpt_every": 2, "log_every": 2,
         "sample_every": 2, "max_failures": 0}  # fmt: skip
+
+
+def submit(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
+    """Run ``ray job submit ...``, again while the head's job agent is not registered yet (a
+    few seconds after `ray start`)."""
+    for _ in range(30):
+        job = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent" not in job.stderr:
+            break
+        time.sleep(2)
+    return job
 
 
 def wait_for(url: str, timeout: float = 60) -> None:

@@ -238,11 +238,17 @@ def test_train_refuses_bad_setups_before_ray(project, tmp_path, train, message):
     (p / "data").symlink_to(project / "data")
     set_params(p, "train", **train)
     set_params(p, "tune", enabled=False)  # no tune/best.yaml in this copy
-    result = sh(p, sys.executable, "-m", "pipeline.train")
+    elsewhere = tmp_path / "elsewhere"  # `--project` (as `ray job submit` runs it) names p
+    elsewhere.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", "--project", str(p)], cwd=elsewhere,
+        env={**ENV, "PYTHONPATH": str(p)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (p / "runs").exists() and not (p / "train").exists()
+    assert not any(elsewhere.iterdir())
 
 
 def test_featurize_stage_takes_the_packaged_inception_with_no_file_given(bare):
