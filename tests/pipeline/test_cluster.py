@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,7 +77,7 @@ def cluster(s3, tmp_path):
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
          "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
          "--artifacts-destination", f"s3://{bucket}/mlartifacts"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: socket paths
     port, dash = free_port(), free_port()
@@ -114,7 +115,7 @@ def cluster(s3, tmp_path):
         }  # fmt: skip
     finally:
         _stop_cluster(temp)  # not `ray stop`: it would stop other sessions' Ray too
-        mlflow.kill()
+        os.killpg(mlflow.pid, signal.SIGKILL)  # the server's uvicorn and job runners too
         mlflow.wait(timeout=20)
 
 
