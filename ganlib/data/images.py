@@ -11,15 +11,23 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+try:
+    import pyspng
+except ImportError:  # no wheel for the platform (Linux on ARM), or a torch-only GPU box
+    pyspng = None
+
 # Anti-aliased when shrinking (Pillow widens the kernel by the scale factor), sharp when growing.
 RESAMPLE = Image.Resampling.LANCZOS
 PNG_COMPRESS_LEVEL = 6  # fixed, so the same array always gives the same PNG bytes
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # the first 8 bytes of every PNG file
 
 
 class UnusableImage(Exception):
@@ -197,9 +205,43 @@ def encode_png(arr: np.ndarray) -> bytes:
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    """PNG bytes written by :func:`encode_png` -> ``uint8 [H, W, C]`` (C = 1 for L, 3 for RGB)."""
-    with Image.open(io.BytesIO(data)) as img:
-        assert img.mode in ("L", "RGB"), img.mode
+    """PNG bytes written by :func:`encode_png` -> ``uint8 [H, W, C]`` (C = 1 for L, 3 for RGB).
+
+    With libspng (``pyspng``, a dependency where it has wheels; StyleGAN2-ADA's loader uses it
+    too), about 3x faster than Pillow: the loader's decoding is a few percent of a small
+    model's training step. The same pixels either way (tested); Pillow where it is missing.
+    Raises ``ValueError`` (or the decoder's own error) on data that is not such a PNG.
+    """
+    if pyspng is None:
+        return decode_png_pillow(data)
+    _check_crcs(data)  # pyspng has libspng ignore them: damaged bytes would decode as pixels
+    arr = pyspng.load(data)  # [H, W] for L, [H, W, 3] for RGB; a fresh, writable array
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+        raise ValueError(f"not an 8-bit L or RGB PNG ({arr.dtype}, shape {arr.shape})")
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _check_crcs(data: bytes) -> None:
+    """``ValueError`` unless ``data`` is a PNG signature and whole chunks whose CRC-32s match
+    (a few microseconds: zlib's CRC over the bytes, a handful of chunks)."""
+    if data[:8] != PNG_SIGNATURE:
+        raise ValueError("no PNG signature")
+    view, at = memoryview(data), 8
+    while at < len(data):
+        (length,) = struct.unpack_from(">I", data, at) if at + 12 <= len(data) else (-1,)
+        end = at + 8 + length
+        if length < 0 or end + 4 > len(data):
+            raise ValueError("truncated PNG")
+        if zlib.crc32(view[at + 4 : end]) != struct.unpack_from(">I", data, end)[0]:
+            raise ValueError(f"CRC mismatch in the {bytes(view[at + 4 : at + 8])!r} chunk")
+        at = end + 4
+
+
+def decode_png_pillow(data: bytes) -> np.ndarray:
+    """:func:`decode_png` through Pillow."""
+    with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+        if img.mode not in ("L", "RGB"):
+            raise ValueError(f"not an 8-bit L or RGB PNG (mode {img.mode})")
         arr = np.array(img, dtype=np.uint8)  # a writable copy
     return arr[:, :, None] if arr.ndim == 2 else arr
 

@@ -52,7 +52,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ganlib import storage
-from ganlib.data.images import decode_png
+from ganlib.data.images import PNG_SIGNATURE, decode_png
 from ganlib.data.pixels import from_uint8
 from ganlib.data.shards import (
     CORRUPTED,
@@ -67,7 +67,6 @@ from ganlib.errors import GanlibError
 
 # Shard field -> batch entry: single images are "image", translation pairs "a" and "b".
 BATCH_NAMES = {"png": "image", "a.png": "a", "b.png": "b"}
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # the first 8 bytes of every PNG file
 # Open shard files per reader: enough for every shard of most roots, far below the usual
 # 1024-descriptor limit for roots with thousands of shards.
 _MAX_OPEN_SHARDS = 128

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ganlib.data import images
 from ganlib.data.images import UnusableImage, decode_png, encode_png, load_image, to_array
 
 BIG = 1_000_000  # a max_pixels no test image reaches
@@ -294,6 +295,34 @@ def test_png_round_trip_is_exact_and_deterministic(channels):
     assert back.shape == (5, 7, channels) and back.dtype == np.uint8
     assert np.array_equal(back, arr)
     back[0, 0, 0] = 1  # writable, e.g. for torch.from_numpy
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_both_png_decoders_give_the_same_pixels(channels):
+    """libspng (pyspng, installed here) and Pillow, which decodes where pyspng is missing:
+    the same arrays for noise and for smooth images (other PNG filters), and a refusal of
+    PNGs ganlib does not write."""
+    import pyspng  # a dependency on this platform: the test must not skip
+
+    assert images.pyspng is pyspng
+    smooth = np.repeat(np.arange(40, dtype=np.uint8)[None, :, None] * 6, 30, axis=0)
+    for arr in (noise(31, 17, channels), np.repeat(smooth, channels, axis=2)):
+        data = encode_png(arr)
+        fast, slow = decode_png(data), images.decode_png_pillow(data)
+        assert fast.shape == slow.shape == arr.shape and fast.dtype == slow.dtype == np.uint8
+        assert np.array_equal(fast, arr) and np.array_equal(slow, arr)
+    buf = io.BytesIO()
+    Image.fromarray(noise(4, 4, 3)).convert("RGBA").save(buf, format="PNG")
+    for decode in (decode_png, images.decode_png_pillow):
+        with pytest.raises(ValueError, match="not an 8-bit L or RGB PNG"):
+            decode(buf.getvalue())
+    # libspng as pyspng runs it ignores CRCs: damaged bytes must still be an error
+    data = bytearray(encode_png(noise(8, 8, channels)))
+    data[-20] ^= 1  # inside IDAT's data: still a valid deflate stream for libspng
+    with pytest.raises(ValueError, match="CRC mismatch in the b'IDAT' chunk"):
+        decode_png(bytes(data))
+    with pytest.raises(ValueError, match="truncated PNG"):
+        decode_png(encode_png(noise(8, 8, channels))[:-5])
 
 
 def test_png_has_no_metadata_chunks():
