@@ -12,7 +12,8 @@
 #    training loop's images/s around the same DCGAN step.
 # Everything lands in OUT_DIR as JSON (+ logs). Time limits keep the whole under 8 minutes:
 # 4 min for the tests, 3.5 min for the table (rows after 170 s are listed as skipped);
-# whatever a killed part wrote stays.
+# whatever a killed part wrote stays. DEVICE=cpu runs the same script where there is no GPU
+# (the CUDA tests skip, the table is the CPU's): a rehearsal of the script itself.
 set -u
 OUT="${1:?usage: device_check.sh OUT_DIR}"
 mkdir -p "$OUT"
@@ -47,7 +48,7 @@ fi
 tests_rc=$?
 tail -n 15 "$OUT/cuda_tests.log"
 
-timeout 210 "$PY" benchmarks/throughput.py --device cuda --train-steps 200 --budget-s 170 \
+timeout 210 "$PY" benchmarks/throughput.py --device "${DEVICE:-cuda}" --train-steps 200 --budget-s 170 \
     --out "$OUT/throughput.json" > "$OUT/throughput.log" 2> "$OUT/throughput_rows.log"
 bench_rc=$?
 tail -n 40 "$OUT/throughput_rows.log"

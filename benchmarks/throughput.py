@@ -285,6 +285,10 @@ def main() -> None:
             peaks_seen[dtype].append(peak_flops(DTYPES[dtype], device)["tflops"])
             if (family, used) not in flops_of:
                 flops_of[family, used] = step_flops(cfg, r3, used, 1, device)
+            # each row compiles from an empty cache: dynamo counts recompiles per code
+            # object, so the earlier rows' models of one class (the same forward) would use
+            # up its recompile limit and leave later rows partly eager
+            torch._dynamo.reset()
             timed = time_step(dataclasses.replace(cfg, **MODES[mode]), r3, used, 1, device,
                               steps=steps, warmup=3)  # fmt: skip
         except Exception as exc:  # a row that cannot run says why; the table goes on
