@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -58,8 +59,37 @@ def basename(location: str | os.PathLike) -> str:
 
 
 def _why(exc: BaseException) -> str:
+    """The first line of a filesystem error (pyarrow's may quote the whole URL)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    return _shown(lines[0]) if lines else type(exc).__name__
+
+
+# How a store says it refused the request's keys: S3's error codes, as pyarrow spells them
+# (ACCESS_DENIED, INVALID_ACCESS_KEY_ID; ACCESS_DENIED also for a HEAD's bodiless 403) or as
+# S3 does (AccessDenied, InvalidAccessKeyId), and a bare HTTP 401/403 (GCS). A bucket that
+# exists but lets these keys do nothing is refused the same way: the line says "refused".
+_REFUSED = re.compile(
+    r"ACCESS_?DENIED|INVALID_?ACCESS_?KEY_?ID|SIGNATURE_?DOES_?NOT_?MATCH|"
+    r"INVALID_?(CLIENT_?)?TOKEN|EXPIRED_?TOKEN|"
+    r"HTTP status 40[13]\b|\b40[13] (FORBIDDEN|UNAUTHORIZED)",
+    re.IGNORECASE,
+)
+_CREDENTIALS_HINT = (
+    "check the keys in this machine's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+    "GOOGLE_APPLICATION_CREDENTIALS) or in the URL"
+)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a filesystem error is the store refusing the credentials."""
+    return bool(_REFUSED.search(str(exc)))
+
+
+def _shown(text: str | os.PathLike) -> str:
+    """``text`` (a location, or a message quoting one) as messages show it: the secret key of
+    a URL (``s3://KEY:SECRET@bucket``) is replaced by ``***``, the access key kept (it says
+    which keys were used). An AWS secret may hold ``/``: everything up to the ``@`` goes."""
+    return re.sub(r"\b([a-z][a-z0-9+.-]*://[^/@:?\s']*):[^@?\s']*@", r"\1:***@", str(text))
 
 
 def open_location(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
@@ -72,16 +102,16 @@ def open_location(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
         return pafs.FileSystem.from_uri(location)
     except pa.ArrowInvalid as exc:
         if "Unrecognized filesystem type" not in str(exc):
-            raise GanlibError(f"{location}: cannot open ({_why(exc)})") from None
+            raise GanlibError(f"{_shown(location)}: cannot open ({_why(exc)})") from None
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise GanlibError(f"{location}: cannot open ({_why(exc)})") from None
+        raise GanlibError(f"{_shown(location)}: cannot open ({_why(exc)})") from None
     try:  # any fsspec filesystem (when its package is installed)
         import fsspec
 
         fs, path = fsspec.core.url_to_fs(location)
     except (ImportError, ValueError) as exc:
         raise GanlibError(
-            f"{location}: no filesystem for this scheme ({_why(exc)}); use s3://, gs://, "
+            f"{_shown(location)}: no filesystem for this scheme ({_why(exc)}); use s3://, gs://, "
             "hdfs://, file:// or a path, or install the fsspec package of the scheme"
         ) from None
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
@@ -99,21 +129,28 @@ def check_root(root: str, key: str = "storage.root") -> None:
     try:
         info = fs.get_file_info(bucket)
     except (pa.ArrowException, OSError) as exc:
-        raise GanlibError(f"{key}: {root}: cannot read the {where} ({_why(exc)})") from None
+        raise _fail(root, exc, f"read the {where}", key) from None
     if info.type == pafs.FileType.NotFound:
         if where == "directory":
             try:  # a local or HDFS root is made on first use
                 fs.create_dir(path, recursive=True)
                 return
             except (pa.ArrowException, OSError) as exc:
-                raise GanlibError(f"{key}: {root}: cannot create it ({_why(exc)})") from None
-        raise GanlibError(f"{key}: {root}: the {where} does not exist; create it first")
+                raise _fail(root, exc, "create it", key) from None
+        raise GanlibError(f"{key}: {_shown(root)}: the {where} does not exist; create it first")
     if info.type == pafs.FileType.File:
-        raise GanlibError(f"{key}: {root}: a file, not a directory")
+        raise GanlibError(f"{key}: {_shown(root)}: a file, not a directory")
 
 
-def _fail(location: str, exc: BaseException, doing: str) -> GanlibError:
-    return GanlibError(f"{location}: cannot {doing} ({_why(exc)})")
+def _fail(location: str, exc: BaseException, doing: str, key: str = "") -> GanlibError:
+    """The one line of a failed filesystem call on ``location`` (after ``key: `` when given);
+    refused credentials are said so, with where the keys come from."""
+    where = f"{key}: {_shown(location)}" if key else _shown(location)
+    if _refused(exc):
+        return GanlibError(
+            f"{where}: credentials refused, cannot {doing} ({_why(exc)}); {_CREDENTIALS_HINT}"
+        )
+    return GanlibError(f"{where}: cannot {doing} ({_why(exc)})")
 
 
 def file_type(location: str | os.PathLike) -> pafs.FileType:
@@ -173,7 +210,7 @@ def copy_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
             Path(dst_path).mkdir(parents=True, exist_ok=True)
         pafs.copy_files(src_path, dst_path, source_filesystem=src_fs, destination_filesystem=dst_fs)
     except (pa.ArrowException, OSError) as exc:
-        raise GanlibError(f"{src} -> {dst}: copy failed ({_why(exc)})") from None
+        raise _fail(f"{_shown(src)} -> {_shown(dst)}", exc, "copy") from None
 
 
 def delete_tree(location: str | os.PathLike) -> None:

@@ -12,7 +12,10 @@ Outs: ``eval/metrics.json`` (DVC metrics), ``eval/samples.png`` and ``eval/sheet
 
 ``protocol`` holds the card every number was measured under. The numbers are also logged to the
 train stage's MLflow run as ``eval/<metric>``. Reads ``task``, ``seed``, ``eval``, the task's
-section and ``mlflow``; the task's record (:data:`ganlib.tasks.TASKS`) does the measuring.
+section, ``mlflow`` and ``storage.root``; the task's record (:data:`ganlib.tasks.TASKS`) does the
+measuring. The val shards are read where the train stage read its shards
+(:func:`ganlib.data.publish.shard_location`): the published set with a ``storage.root``, else
+``data/shards``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 import ganlib.evaluation  # noqa: F401  every task's evaluator (Task.evaluate runs one)
 from ganlib import tracking
 from ganlib.config import flatten
+from ganlib.data.publish import shard_location
 from ganlib.data.shards import dataset_info
 from ganlib.tasks import get_task
 from pipeline import _stage
@@ -42,21 +46,23 @@ def main(argv: list[str] | None = None) -> None:
     # unreachable, or no store yet: fail before measuring
     mlflow = tracking.client(params.mlflow, Path.cwd(), existing=True)
     tracking.require_run(mlflow, run_id, str(TRAIN_SUMMARY))
-    dataset_info(SHARDS, params.data)  # shards of other data params: say so before measuring
+    shards = shard_location(Path("."), params.storage.root, SHARDS)
+    dataset_info(shards, params.data)  # shards of other data params: say so before measuring
     task = get_task(params.task)
     # Measured into STAGING and logged from there; eval/ is replaced only when all is done, so
     # a failure leaves the previous outputs whole (when they are there: see the README).
     shutil.rmtree(STAGING, ignore_errors=True)
     try:
-        metrics = measure_and_log(task, params, mlflow, run_id)
+        metrics = measure_and_log(task, params, shards, mlflow, run_id)
     finally:
         shutil.rmtree(STAGING, ignore_errors=True)  # nothing left half-written
     print(f"evaluate: {task.headline(metrics)}, protocol {metrics['protocol_hash']}")
 
 
-def measure_and_log(task, params, mlflow, run_id: str) -> dict:
-    """Measure into STAGING, log the numbers and images to the run, then replace eval/."""
-    metrics = task.evaluate(GENERATOR, SHARDS, FEATURIZE, params, STAGING)
+def measure_and_log(task, params, shards: str, mlflow, run_id: str) -> dict:
+    """Measure the shards' val split into STAGING, log the numbers and images to the run, then
+    replace eval/."""
+    metrics = task.evaluate(GENERATOR, shards, FEATURIZE, params, STAGING)
     text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
     (STAGING / "metrics.json").write_text(text)
     numbers = {

@@ -3,7 +3,10 @@
 Outs: ``featurize/extractor/`` (``extractor.pt`` weights, ``extractor.json`` kind, rebuild
 config and weights hash, ``reference.npz`` features of the real train split) and
 ``featurize/report.json`` (metrics: the kind, and for the classifier its val accuracy).
-Reads ``seed`` and ``featurize`` from ``params.yaml``.
+Reads ``seed``, ``featurize`` and ``storage.root`` from ``params.yaml``: the shards are read
+where the train and tune stages read them (:func:`ganlib.data.publish.shard_location`), the
+published set that ``data/published.json`` names when ``storage.root`` is set, else
+``data/shards``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ganlib.data.publish import shard_location
 from ganlib.data.shards import dataset_info
 from ganlib.errors import GanlibError
 from ganlib.featurize import featurize
@@ -29,8 +33,9 @@ def main(argv: list[str] | None = None) -> None:
             f"featurize.inception_weights: {cfg.inception_weights} does not exist; give the "
             "path of pt_inception-2015-12-05-6726825d.pth (it is never downloaded)"
         )
-    dataset_info(SHARDS, params.data)  # shards of other data params: say so first
-    report = featurize(cfg, SHARDS, FEATURIZE, seed=params.seed)
+    shards = shard_location(Path("."), params.storage.root, SHARDS)
+    dataset_info(shards, params.data)  # shards of other data params: say so first
+    report = featurize(cfg, shards, FEATURIZE, seed=params.seed)
     Path("featurize/report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     acc = report.get("val_accuracy")
     accuracy = f", val accuracy {acc:.3f}" if isinstance(acc, float) else ""

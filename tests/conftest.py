@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -137,14 +139,17 @@ class S3Server:
         return name
 
 
-@pytest.fixture(scope="session")
-def s3():
-    """moto's S3 server on 127.0.0.1, started for the session (``moto[server]``, dev extra)."""
+@contextlib.contextmanager
+def moto_server(env: dict[str, str] | None = None) -> Iterator[S3Server]:
+    """moto's S3 server on a free port of 127.0.0.1 while the block runs; ``env`` is added to
+    the server's environment (``INITIAL_NO_AUTH_ACTION_COUNT=0``: it checks every request's
+    keys against its IAM users, so unknown keys are refused as AWS refuses them)."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
     deadline = time.monotonic() + 30
     while True:
@@ -161,3 +166,10 @@ def s3():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """moto's S3 server on 127.0.0.1, started for the session (``moto[server]``, dev extra)."""
+    with moto_server() as server:
+        yield server

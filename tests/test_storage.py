@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from ganlib import storage
 from ganlib.errors import GanlibError
+from tests.conftest import moto_server
+from tests.hostile.harness import expect, stage
 
 
 def test_urls_are_joined_as_strings_keeping_scheme_and_query():
@@ -58,3 +62,48 @@ def test_a_root_that_cannot_be_used_is_one_line_naming_it(s3, root, message):
 def test_a_local_root_is_created(tmp_path):
     storage.check_root(f"file://{tmp_path}/new/root")
     assert (tmp_path / "new/root").is_dir()
+
+
+@pytest.fixture(scope="module")
+def s3_auth():
+    """moto's S3 server checking every request's keys against its (empty) IAM: any keys are
+    refused, as AWS refuses unknown or revoked ones."""
+    with moto_server({"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as server:
+        yield server
+
+
+@pytest.fixture()
+def refused_keys(s3_auth, monkeypatch):
+    """Keys the server refuses, in the standard environment (how every node gets them)."""
+    env = s3_auth.env | {"AWS_ACCESS_KEY_ID": "AKIANOBODY", "AWS_SECRET_ACCESS_KEY": "wrong"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return s3_auth
+
+
+REFUSED = "credentials refused, cannot read the bucket bucket"
+
+
+def test_refused_credentials_are_one_line_naming_the_url(refused_keys):
+    with pytest.raises(GanlibError) as err:
+        storage.check_root("s3://bucket")
+    message = str(err.value)
+    assert message.startswith(f"storage.root: s3://bucket: {REFUSED} (")
+    assert "AWS_ACCESS_KEY_ID" in message and len(message.splitlines()) == 1
+    # keys in the URL: the line names it without the secret
+    url = f"s3://AKIANOBODY:s3cr3t@bucket/p?endpoint_override={refused_keys.endpoint}&scheme=http"
+    with pytest.raises(GanlibError) as err:
+        storage.check_root(url)
+    message = str(err.value)
+    assert message.startswith("storage.root: s3://AKIANOBODY:***@bucket/p?endpoint_override=")
+    assert REFUSED in message and "s3cr3t" not in message
+
+
+def test_publish_stage_with_refused_credentials_exits_2_in_one_line(
+    refused_keys, digit_shards, tmp_path, monkeypatch
+):
+    shutil.copytree(digit_shards, tmp_path / "data" / "shards")
+    (tmp_path / "params.yaml").write_text("storage: {root: 's3://bucket/ganlib'}\n")
+    monkeypatch.chdir(tmp_path)
+    expect(stage("publish"), 2, f"^error: storage.root: s3://bucket/ganlib: {REFUSED} ")
+    assert not (tmp_path / "data" / "published.json").exists()

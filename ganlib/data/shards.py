@@ -310,7 +310,7 @@ def manifest_metadata(table: pa.Table) -> dict[str, Any]:
     }
 
 
-def count_images(path: Path, split: str, field: str) -> int:
+def count_images(path: str | Path, split: str, field: str) -> int:
     """How many samples of ``split`` hold image field ``field`` (e.g. the B images of
     unpaired translation shards)."""
     lengths = [pair[1] for pair in SPAN_COLUMNS]

@@ -14,7 +14,7 @@ from ganlib.errors import GanlibError
 
 
 def load_task_generator(
-    generator_dir: Path, shards: Path, task: str, what: str
+    generator_dir: Path, shards: str | Path, task: str, what: str
 ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """``(G, meta, dataset info)`` of the generator ``task`` (a name of
     :data:`ganlib.tasks.TASKS`) evaluates; one-line errors for a generator of another task

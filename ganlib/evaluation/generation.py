@@ -39,7 +39,7 @@ MIN_EVAL_IMAGES = 20  # fewer real val images than this make every metric noise
 
 def evaluate_generator(
     generator_dir: Path,
-    shards: Path,
+    shards: str | Path,
     featurize_dir: Path,
     cfg: EvalConfig,
     *,
@@ -137,7 +137,7 @@ def _metrics(
     return {k: float(v) for k, v in out.items()}
 
 
-def images_of(shards: Path, split: str, batch_size: int) -> Iterator[torch.Tensor]:
+def images_of(shards: str | Path, split: str, batch_size: int) -> Iterator[torch.Tensor]:
     """The images ``[B, C, H, W]`` in [-1, 1] of one split, in manifest order."""
     return (batch["image"] for batch in iter_split(shards, split, batch_size))
 
@@ -171,7 +171,7 @@ def _nearest_sheet(fake, fake_f, val, val_f, path: Path, resolution: int) -> Non
 
 
 def evaluate(
-    generator_dir: Path, shards: Path, featurize_dir: Path, params: Params, out: Path
+    generator_dir: Path, shards: str | Path, featurize_dir: Path, params: Params, out: Path
 ) -> dict[str, Any]:
     """The evaluate stage's entry (:meth:`ganlib.tasks.base.Task.evaluate`)."""
     return evaluate_generator(

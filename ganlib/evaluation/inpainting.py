@@ -86,7 +86,7 @@ def repair(method: str, G: nn.Module, real: Tensor, mask: Tensor) -> Tensor:
 
 def evaluate_inpainter(
     generator_dir: Path,
-    shards: Path,
+    shards: str | Path,
     featurize_dir: Path,
     task_cfg: InpaintingConfig,
     eval_cfg: EvalConfig,
@@ -225,7 +225,7 @@ def _before_after_sheet(shown: dict[str, dict[int, Tensor]], path: Path, scale: 
 
 
 def evaluate(
-    generator_dir: Path, shards: Path, featurize_dir: Path, params: Params, out: Path
+    generator_dir: Path, shards: str | Path, featurize_dir: Path, params: Params, out: Path
 ) -> dict[str, Any]:
     """The evaluate stage's entry (:meth:`ganlib.tasks.base.Task.evaluate`)."""
     return evaluate_inpainter(

@@ -59,7 +59,7 @@ VALUE_RANGE = (-1.0, 1.0)  # the loader's images
 
 def evaluate_translator(
     generator_dir: Path,
-    shards: Path,
+    shards: str | Path,
     featurize_dir: Path,
     task_cfg: TranslationConfig,
     eval_cfg: EvalConfig,
@@ -226,7 +226,7 @@ def _check_mode(gmeta: dict[str, Any], task_cfg: TranslationConfig, directory: P
 
 
 def _val_images(
-    shards: Path, max_images: int, seed: int, batch_size: int
+    shards: str | Path, max_images: int, seed: int, batch_size: int
 ) -> tuple[dict[str, Tensor], bool]:
     """``({"a": [N_A, C, H, W], "b": [N_B, C, H, W]}, paired)``: up to ``max_images`` val
     images of each domain in [-1, 1], a subset drawn from ``seed``, in manifest order.
@@ -347,7 +347,7 @@ def _translation_sheet(
 
 
 def evaluate(
-    generator_dir: Path, shards: Path, featurize_dir: Path, params: Params, out: Path
+    generator_dir: Path, shards: str | Path, featurize_dir: Path, params: Params, out: Path
 ) -> dict[str, Any]:
     """The evaluate stage's entry (:meth:`ganlib.tasks.base.Task.evaluate`)."""
     return evaluate_translator(

@@ -82,9 +82,11 @@ def choose_kind(
     return "inception", why, extractor
 
 
-def featurize(cfg: FeaturizeConfig, shards: Path, out: Path, *, seed: int) -> dict[str, Any]:
+def featurize(cfg: FeaturizeConfig, shards: str | Path, out: Path, *, seed: int) -> dict[str, Any]:
     """Build the extractor of ``cfg`` and the train split's reference features into ``out``
-    (written whole or not at all); returns the report (``featurize/report.json``)."""
+    (written whole or not at all); returns the report (``featurize/report.json``).
+    ``shards`` is a shard root: a local path or a URL (:mod:`ganlib.storage`), read the same
+    way, so a published set gives the same extractor and features as its local copy."""
     info = dataset_info(shards)
     # Single-image shards: their one field; translation shards: the target domain, b.png.
     field = "b.png" if "b.png" in info["fields"] else "png"

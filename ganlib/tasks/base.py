@@ -141,7 +141,7 @@ class Task:
         raise NotImplementedError
 
     def make_probe(
-        self, task_cfg: Any, featurize_dir: Path, shards: Path, num_images: int, seed: int
+        self, task_cfg: Any, featurize_dir: Path, shards: str | Path, num_images: int, seed: int
     ) -> Probe:
         """The in-training probe on ``num_images`` images (see :mod:`ganlib.training.probe`)."""
         raise NotImplementedError
@@ -149,11 +149,17 @@ class Task:
     # -- evaluation ------------------------------------------------------------------------
 
     def evaluate(
-        self, generator_dir: Path, shards: Path, featurize_dir: Path, params: Params, out: Path
+        self,
+        generator_dir: Path,
+        shards: str | Path,
+        featurize_dir: Path,
+        params: Params,
+        out: Path,
     ) -> dict[str, Any]:
         """The evaluate stage: ``eval/metrics.json`` (with ``protocol``, ``protocol_hash``,
         ``generator_step`` and ``promotion``, the :attr:`promotion_metric`'s value); writes
-        ``out/samples.png`` and ``out/sheets/``. Runs :attr:`evaluator`'s ``evaluate``."""
+        ``out/samples.png`` and ``out/sheets/``. Runs :attr:`evaluator`'s ``evaluate``.
+        ``shards`` is a local shard root or a URL (the published set)."""
         module = importlib.import_module(self.evaluator)
         return module.evaluate(generator_dir, shards, featurize_dir, params, out)
 
