@@ -165,7 +165,8 @@ def start_run(
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = mlflow_client.create_run(exp_id, run_name=run_name, tags=all_tags)
     run_id = run.info.run_id
-    items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+    # storage.root may carry keys (s3://KEY:SECRET@bucket): the secret is not logged
+    items = [Param(k, storage.shown(v)[:6000]) for k, v in sorted(params.items())]
     for i in range(0, len(items), 100):  # log_batch takes at most 100 params per call
         mlflow_client.log_batch(run_id, params=items[i : i + 100])
     if resume_file is not None:

@@ -107,3 +107,28 @@ def test_publish_stage_with_refused_credentials_exits_2_in_one_line(
     monkeypatch.chdir(tmp_path)
     expect(stage("publish"), 2, f"^error: storage.root: s3://bucket/ganlib: {REFUSED} ")
     assert not (tmp_path / "data" / "published.json").exists()
+
+
+def test_no_secret_of_a_url_reaches_an_error_line_or_mlflow(tmp_path, capsys):
+    """Messages outside storage.py name URLs as given (a shard, a manifest): the stages' and
+    the CLI's error printers mask them, and so does the MLflow param of storage.root."""
+    from ganlib import cli, tracking
+    from ganlib.config import MlflowConfig
+    from pipeline import _stage
+
+    url = "s3://AKIANOBODY:wJalr/K7+s3cr3t@bucket/p/shards/abc/train/train-000000.tar"
+
+    def fails() -> None:
+        raise GanlibError(f"{url}: shard not found; re-run the shard stage")
+
+    with pytest.raises(SystemExit):
+        _stage.run(fails)
+    line = "error: s3://AKIANOBODY:***@bucket/p/shards/abc/train/train-000000.tar: shard not found"
+    assert capsys.readouterr().err.startswith(line)
+    assert cli.main(["shards", "info", url]) == 2
+    err = capsys.readouterr().err
+    assert "s3cr3t" not in err and "AKIANOBODY:***@bucket" in err and len(err.splitlines()) == 1
+    client = tracking.client(MlflowConfig(), tmp_path)
+    exp = tracking.experiment_id(client, "ganlib", tmp_path)
+    run = tracking.start_run(client, exp, run_name="r", params={"storage.root": url}, tags={})
+    assert client.get_run(run).data.params["storage.root"] == line[7:].split(": ")[0]
