@@ -296,9 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except GanlibError as exc:
-        from ganlib.storage import shown  # a URL's secret key masked
-
-        print(f"error: {shown(exc)}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 

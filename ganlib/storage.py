@@ -59,9 +59,10 @@ def basename(location: str | os.PathLike) -> str:
 
 
 def _why(exc: BaseException) -> str:
-    """The first line of a filesystem error (pyarrow's may quote the whole URL)."""
+    """The first line of a filesystem error (pyarrow's may quote the whole URL, which the
+    GanlibError it goes into masks)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return shown(lines[0]) if lines else type(exc).__name__
+    return lines[0] if lines else type(exc).__name__
 
 
 # How a store says it refused the request's keys: S3's error codes, as pyarrow spells them
@@ -85,14 +86,6 @@ def _refused(exc: BaseException) -> bool:
     return bool(_REFUSED.search(str(exc)))
 
 
-def shown(text: str | os.PathLike) -> str:
-    """``text`` (a location, or a message quoting one) as messages show it: the secret key of
-    a URL (``s3://KEY:SECRET@bucket``) is replaced by ``***``, the access key kept (it says
-    which keys were used). An AWS secret may hold ``/``: everything up to the ``@`` goes.
-    Every one-line error (the stages', the CLI's) and every MLflow param passes through it."""
-    return re.sub(r"\b([a-z][a-z0-9+.-]*://[^/@:?\s']*):[^@?\s']*@", r"\1:***@", str(text))
-
-
 def open_location(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
     """``(filesystem, path inside it)`` of a path or URL; a URL whose scheme neither pyarrow
     nor an installed fsspec implementation can open is one line naming it."""
@@ -103,16 +96,16 @@ def open_location(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
         return pafs.FileSystem.from_uri(location)
     except pa.ArrowInvalid as exc:
         if "Unrecognized filesystem type" not in str(exc):
-            raise GanlibError(f"{shown(location)}: cannot open ({_why(exc)})") from None
+            raise GanlibError(f"{location}: cannot open ({_why(exc)})") from None
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise GanlibError(f"{shown(location)}: cannot open ({_why(exc)})") from None
+        raise GanlibError(f"{location}: cannot open ({_why(exc)})") from None
     try:  # any fsspec filesystem (when its package is installed)
         import fsspec
 
         fs, path = fsspec.core.url_to_fs(location)
     except (ImportError, ValueError) as exc:
         raise GanlibError(
-            f"{shown(location)}: no filesystem for this scheme ({_why(exc)}); use s3://, gs://, "
+            f"{location}: no filesystem for this scheme ({_why(exc)}); use s3://, gs://, "
             "hdfs://, file:// or a path, or install the fsspec package of the scheme"
         ) from None
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
@@ -138,15 +131,15 @@ def check_root(root: str, key: str = "storage.root") -> None:
                 return
             except (pa.ArrowException, OSError) as exc:
                 raise _fail(root, exc, "create it", key) from None
-        raise GanlibError(f"{key}: {shown(root)}: the {where} does not exist; create it first")
+        raise GanlibError(f"{key}: {root}: the {where} does not exist; create it first")
     if info.type == pafs.FileType.File:
-        raise GanlibError(f"{key}: {shown(root)}: a file, not a directory")
+        raise GanlibError(f"{key}: {root}: a file, not a directory")
 
 
 def _fail(location: str, exc: BaseException, doing: str, key: str = "") -> GanlibError:
     """The one line of a failed filesystem call on ``location`` (after ``key: `` when given);
     refused credentials are said so, with where the keys come from."""
-    where = f"{key}: {shown(location)}" if key else shown(location)
+    where = f"{key}: {location}" if key else location
     if _refused(exc):
         return GanlibError(
             f"{where}: credentials refused, cannot {doing} ({_why(exc)}); {_CREDENTIALS_HINT}"
@@ -211,7 +204,7 @@ def copy_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
             Path(dst_path).mkdir(parents=True, exist_ok=True)
         pafs.copy_files(src_path, dst_path, source_filesystem=src_fs, destination_filesystem=dst_fs)
     except (pa.ArrowException, OSError) as exc:
-        raise _fail(f"{shown(src)} -> {shown(dst)}", exc, "copy") from None
+        raise _fail(f"{src} -> {dst}", exc, "copy") from None
 
 
 def delete_tree(location: str | os.PathLike) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ganlib.config import MlflowConfig
-from ganlib.errors import GanlibError
+from ganlib.errors import GanlibError, mask_secrets
 
 
 def resolve_uri(uri: str, project: Path) -> str:
@@ -166,7 +166,7 @@ def start_run(
     run = mlflow_client.create_run(exp_id, run_name=run_name, tags=all_tags)
     run_id = run.info.run_id
     # storage.root may carry keys (s3://KEY:SECRET@bucket): the secret is not logged
-    items = [Param(k, storage.shown(v)[:6000]) for k, v in sorted(params.items())]
+    items = [Param(k, mask_secrets(v)[:6000]) for k, v in sorted(params.items())]
     for i in range(0, len(items), 100):  # log_batch takes at most 100 params per call
         mlflow_client.log_batch(run_id, params=items[i : i + 100])
     if resume_file is not None:

@@ -7,7 +7,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ganlib import storage
 from ganlib.config import Params, load_params
 from ganlib.errors import GanlibError, Interrupted
 
@@ -50,7 +49,7 @@ def run(main: Callable[[], object]) -> None:
         print(str(exc), file=sys.stderr)
         sys.exit(exc.exit_code)
     except GanlibError as exc:
-        print(f"error: {storage.shown(exc)}", file=sys.stderr)  # a URL's secret key masked
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as exc:
         again = "`dvc repro` runs it again"

@@ -227,10 +227,9 @@ def _check_crcs(data: bytes) -> None:
     if data[:8] != PNG_SIGNATURE:
         raise ValueError("no PNG signature")
     view, at = memoryview(data), 8
-    while at < len(data):
-        (length,) = struct.unpack_from(">I", data, at) if at + 12 <= len(data) else (-1,)
-        end = at + 8 + length
-        if length < 0 or end + 4 > len(data):
+    while at < len(data):  # a chunk: length (4 bytes), type (4), data (length), CRC (4)
+        end = at + 8 + struct.unpack_from(">I", data, at)[0] if at + 12 <= len(data) else None
+        if end is None or end + 4 > len(data):
             raise ValueError("truncated PNG")
         if zlib.crc32(view[at + 4 : end]) != struct.unpack_from(">I", data, end)[0]:
             raise ValueError(f"CRC mismatch in the {bytes(view[at + 4 : at + 8])!r} chunk")

@@ -103,7 +103,7 @@ def train_classifier(
 
 
 @torch.no_grad()
-def _recompute_batchnorm(net: nn.Module, shard_root: str, batch_size: int, device) -> None:
+def _recompute_batchnorm(net: nn.Module, shard_root: str | Path, batch_size: int, device) -> None:
     """Replace BatchNorm's running statistics by their average over the train split.
 
     The running averages (momentum 0.1) lag behind the weights and need many steps to
@@ -122,7 +122,7 @@ def _recompute_batchnorm(net: nn.Module, shard_root: str, batch_size: int, devic
     net.eval()
 
 
-def _accuracy(extractor: Extractor, shard_root: str, split: str) -> float | None:
+def _accuracy(extractor: Extractor, shard_root: str | Path, split: str) -> float | None:
     """Top-1 accuracy on the labelled samples of ``split`` (None if it has none)."""
     correct = total = 0
     for batch in iter_split(shard_root, split, BATCH_SIZES["classifier"]):
